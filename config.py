@@ -80,6 +80,8 @@ def parse(key, text):
         raise UserError(f'unknown setting {key!r}{hint}; the settings are the upper-case '
                         f'names in settings.py.')
     default = getattr(settings, key)
+    if isinstance(default, bool) and text in ('true', 'false'):
+        text = text.capitalize()
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -89,8 +91,6 @@ def parse(key, text):
         value = text  # a bare word where a string is expected: DATA_ROOT=/data/voc
     if isinstance(default, str) and not isinstance(value, str):
         value = text  # DATA_ROOT=2012 is the folder '2012'
-    if isinstance(default, bool) and text in ('true', 'false'):
-        value = text == 'true'
     converted = _convert(key, default, value)
     if converted is None:
         raise UserError(f'{key}={text!r} has the wrong type; {key} takes {_kind(default)}, '

@@ -1,0 +1,345 @@
+"""EMANet: a dilated ResNet, then fc0, the EM attention unit (EMAU), fc1 and fc2.
+
+Read from small to large: building blocks, ResNet, EMAU, EMANet, ImageNet weights, cost.
+Module and buffer names follow the original code, so its state dicts load strictly.
+`python network.py [KEY=VALUE ...]` prints parameters and multiply-accumulates at 513x513.
+"""
+import math
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import config
+import settings
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def batchnorm(channels):
+    return nn.BatchNorm2d(channels, momentum=settings.BN_MOM)
+
+
+def conv3x3(c_in, c_out, stride=1, dilation=1):
+    return nn.Conv2d(c_in, c_out, 3, stride, padding=dilation, dilation=dilation, bias=False)
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, c_in, c_out, kernel_size):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = batchnorm(c_out)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, c_in, planes, stride=1, dilation=1, downsample=None):
+        super().__init__()
+        self.conv1 = conv3x3(c_in, planes, stride, dilation)
+        self.bn1 = batchnorm(planes)
+        self.conv2 = conv3x3(planes, planes, 1, dilation)
+        self.bn2 = batchnorm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, c_in, planes, stride=1, dilation=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 1, bias=False)
+        self.bn1 = batchnorm(planes)
+        self.conv2 = conv3x3(planes, planes, stride, dilation)  # the stride sits on the 3x3
+        self.bn2 = batchnorm(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = batchnorm(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+def init_weights(module):
+    """The original's init: conv weights Normal(0, sqrt(2 / (k*k*out))), BN weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2. / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+
+# ---------------------------------------------------------------------------- ResNet
+
+
+DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+          50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3)),
+          152: (Bottleneck, (3, 8, 36, 3))}
+
+
+class ResNet(nn.Module):
+    """A dilated ResNet without its classifier. Output stride 8: layer3 and layer4 keep the
+    resolution, layer3 dilated 1 then 2, layer4 multi-grid 2, 8, 16. Output stride 16:
+    layer3 strides, layer4 multi-grid 1, 4, 8."""
+
+    def __init__(self, n_layers, stride, stem):
+        super().__init__()
+        block, counts = DEPTHS[n_layers]
+        if stem == 'deep':
+            self.conv1 = nn.Sequential(
+                conv3x3(3, 64, stride=2), batchnorm(64), nn.ReLU(inplace=True),
+                conv3x3(64, 64), batchnorm(64), nn.ReLU(inplace=True),
+                conv3x3(64, 128))
+        else:  # torchvision's single 7x7 convolution
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.c_in = 128 if stem == 'deep' else 64
+        self.bn1 = batchnorm(self.c_in)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, [1] * counts[0])
+        self.layer2 = self._make_layer(block, 128, [1] * counts[1], stride=2)
+        if stride == 8:
+            self.layer3 = self._make_layer(block, 256, [1] + [2] * (counts[2] - 1))
+            self.layer4 = self._make_layer(block, 512, [2, 8, 16])
+        else:
+            self.layer3 = self._make_layer(block, 256, [1] * counts[2], stride=2)
+            self.layer4 = self._make_layer(block, 512, [1, 4, 8])
+        init_weights(self)
+
+    def _make_layer(self, block, planes, dilations, stride=1):
+        downsample = None
+        if stride != 1 or self.c_in != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.c_in, planes * block.expansion, 1, stride, bias=False),
+                batchnorm(planes * block.expansion))
+        layers = [block(self.c_in, planes, stride, dilations[0], downsample)]
+        self.c_in = planes * block.expansion
+        layers += [block(self.c_in, planes, 1, d) for d in dilations[1:]]
+        return nn.Sequential(*layers)
+
+# ---------------------------------------------------------------------------- EM attention
+
+
+def l2norm(x, dim):
+    """x / (1e-6 + ||x||_2): the epsilon is added, as in the original (not a clamp)."""
+    return x / (1e-6 + x.norm(dim=dim, keepdim=True))
+
+
+class EMAU(nn.Module):
+    """The Expectation-Maximization Attention Unit.
+
+    c: input and output channels; k: number of bases; stage_num / stage_num_eval: EM
+    iterations in training / evaluation; momentum: of the bases' moving average.
+    forward(x) -> (y, mu), or (y, mu, z) with return_z: y (B, C, H, W), the final bases
+    mu (B, C, K) and the responsibilities z (B, N, K) of the last E-step.
+    """
+
+    def __init__(self, c, k, stage_num=3, stage_num_eval=3, momentum=0.9):
+        super().__init__()
+        self.stage_num, self.stage_num_eval, self.momentum = stage_num, stage_num_eval, momentum
+        mu = torch.empty(1, c, k).normal_(0, math.sqrt(2. / k))
+        self.register_buffer('mu', l2norm(mu, dim=1))  # (1, C, K)
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv2 = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), batchnorm(c))
+        init_weights(self)
+
+    def forward(self, x, return_z=False):
+        identity = x
+        x = self.conv1(x)
+        b, c, h, w = x.shape
+        stages = self.stage_num if self.training else self.stage_num_eval
+        # The EM loop carries no gradient (as the original: conv1 learns nothing) and runs
+        # in float32 even under autocast: the softmax over bases is sensitive to rounding.
+        amp_device = 'cuda' if x.is_cuda else 'cpu'
+        with torch.no_grad(), torch.autocast(amp_device, enabled=False):
+            x = x.float().reshape(b, c, h * w)                     # (B, C, N)
+            mu = self.mu.expand(b, -1, -1)                         # (B, C, K)
+            for _ in range(stages):
+                z = torch.bmm(x.transpose(1, 2), mu)               # (B, N, K)
+                z = F.softmax(z, dim=2)                            # (B, N, K)
+                z_ = z / (1e-6 + z.sum(dim=1, keepdim=True))       # (B, N, K)
+                mu = l2norm(torch.bmm(x, z_), dim=1)               # (B, C, K)
+            y = torch.bmm(mu, z.transpose(1, 2))                   # (B, C, N)
+            y = y.reshape(b, c, h, w)                              # (B, C, H, W)
+            if self.training:
+                self._update_bases(mu)
+        y = self.conv2(F.relu(y))
+        y = F.relu(y + identity)
+        return (y, mu, z) if return_z else (y, mu)
+
+    def _update_bases(self, mu):
+        """mu_buffer <- m * mu_buffer + (1 - m) * mean of mu over the whole global batch."""
+        total = torch.cat([mu.sum(dim=0).flatten(), mu.new_tensor([mu.shape[0]])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)  # every process gets the same sum, so the same buffer
+        mean = (total[:-1] / total[-1]).view_as(self.mu)           # (1, C, K)
+        self.mu.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
+
+# ---------------------------------------------------------------------------- EMANet
+
+
+def check_settings(n_classes, n_layers):
+    """Model settings a user can get wrong, each with one clear sentence."""
+    given = {'N_LAYERS': n_layers, 'STRIDE': settings.STRIDE, 'STEM': settings.STEM}
+    allowed = {'N_LAYERS': tuple(DEPTHS), 'STRIDE': (8, 16), 'STEM': ('deep', 'torchvision')}
+    for key, values in allowed.items():
+        if given[key] not in values:
+            raise config.UserError(f'{key}={given[key]!r} is not supported; '
+                                   f'choose one of {", ".join(map(repr, values))}.')
+    given = {'N_CLASSES': n_classes, 'EMA_CHANNELS': settings.EMA_CHANNELS,
+             'N_BASES': settings.N_BASES, 'STAGE_NUM': settings.STAGE_NUM}
+    for key, value in given.items():
+        if value < 1:
+            raise config.UserError(f'{key} must be at least 1, not {value}.')
+    if settings.STAGE_NUM_EVAL < 0:
+        raise config.UserError('STAGE_NUM_EVAL must be at least 1 (or 0 for STAGE_NUM), '
+                               f'not {settings.STAGE_NUM_EVAL}.')
+
+
+class EMANet(nn.Module):
+    """EMANet (ICCV 2019). n_classes and n_layers as the original; the rest is read from
+    settings when built. forward(img) -> logits at the image's size; with
+    return_attention=True also the last E-step's responsibilities z (B, K, h, w)."""
+
+    def __init__(self, n_classes, n_layers):
+        super().__init__()
+        check_settings(n_classes, n_layers)
+        backbone = ResNet(n_layers, settings.STRIDE, settings.STEM)
+        self.extractor = nn.Sequential(
+            backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
+            backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+        c = settings.EMA_CHANNELS
+        self.fc0 = ConvBNReLU(backbone.c_in, c, 3)
+        self.emau = EMAU(c, settings.N_BASES, settings.STAGE_NUM,
+                         settings.STAGE_NUM_EVAL or settings.STAGE_NUM, settings.EM_MOM)
+        self.fc1 = nn.Sequential(ConvBNReLU(c, 256, 3), nn.Dropout2d(p=0.1))
+        self.fc2 = nn.Conv2d(256, n_classes, 1)
+        # fc0, fc1 and fc2 keep PyTorch's default init, as in the original.
+
+    def forward(self, img, return_attention=False):
+        x = self.fc0(self.extractor(img))
+        x, _, z = self.emau(x, return_z=True)
+        x = self.fc2(self.fc1(x))
+        logits = F.interpolate(x, size=img.shape[-2:], mode='bilinear', align_corners=True)
+        if not return_attention:
+            return logits
+        b, _, h, w = x.shape
+        return logits, z.transpose(1, 2).reshape(b, -1, h, w)    # (B, K, h, w)
+
+# ---------------------------------------------------------------------------- ImageNet weights
+
+
+def imagenet_name(key):
+    """The ImageNet file's name of an extractor key: '0.1.weight' -> 'conv1.1.weight'."""
+    index, rest = key.split('.', 1)
+    return {'0': 'conv1', '1': 'bn1', '4': 'layer1', '5': 'layer2', '6': 'layer3',
+            '7': 'layer4'}[index] + '.' + rest
+
+
+def load_imagenet(net, path):
+    """Load ImageNet weights into net.extractor, all or nothing; returns the tensor count.
+    Takes the original's deep-stem files (STEM='deep') and torchvision's (STEM='torchvision')."""
+    import os
+    if not os.path.isfile(path):
+        raise config.UserError(
+            f'ImageNet weights {path} do not exist; download them into that path (see '
+            f'models/README.md) or set PRETRAINED= to train from scratch.')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise config.UserError(f'ImageNet weights {path} cannot be read ({type(e).__name__}); '
+                               f'download the file again.') from None
+    state = state.get('state_dict', state) if isinstance(state, dict) else {}
+    state = {k.removeprefix('module.'): v for k, v in state.items() if torch.is_tensor(v)}
+    file_stem = 'deep' if 'conv1.0.weight' in state else 'torchvision'
+    if 'conv1.weight' not in state and 'conv1.0.weight' not in state:
+        file_stem = None
+    if file_stem != settings.STEM:
+        what = f"a {file_stem!r}-stem ResNet file" if file_stem else 'no ResNet stem'
+        fix = f"set STEM='{file_stem}'" if file_stem else 'give a ResNet ImageNet file'
+        raise config.UserError(f'ImageNet weights {path} hold {what} but STEM='
+                               f'{settings.STEM!r}; {fix}.')
+    target = {imagenet_name(k): v for k, v in net.extractor.state_dict().items()}
+    for name, tensor in target.items():
+        if name not in state and not name.endswith('num_batches_tracked'):
+            raise config.UserError(f'ImageNet weights {path} lack {name!r}; the file does not '
+                                   f'fit N_LAYERS={len(target) and settings.N_LAYERS}, '
+                                   f'give the matching ResNet file.')
+        if name in state and state[name].shape != tensor.shape:
+            raise config.UserError(
+                f'ImageNet weights {path}: {name!r} has shape {tuple(state[name].shape)}, '
+                f'the backbone needs {tuple(tensor.shape)}; give the matching ResNet file.')
+    extra = [k for k in state if k not in target and not k.startswith('fc.')]
+    if extra:
+        raise config.UserError(f'ImageNet weights {path} hold {len(extra)} tensors the '
+                               f'backbone does not have (first: {extra[0]!r}); give the '
+                               f'ResNet-{settings.N_LAYERS} file.')
+    loaded = 0
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name in state:
+                tensor.copy_(state[name])
+                loaded += 1
+    return loaded
+
+# ---------------------------------------------------------------------------- cost
+
+
+def cost(size=513):
+    """{part: (parameters, multiply-accumulates)} of the configured EMANet on one size x size
+    image, counted by PyTorch's flop counter on the meta device (no memory, no time)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device('meta'):
+        net = EMANet(settings.N_CLASSES, settings.N_LAYERS).eval()
+        x = torch.empty(1, 3, size, size)
+    parts = {'backbone': [net.extractor], 'fc0': [net.fc0], 'emau': [net.emau],
+             'fc1+fc2': [net.fc1, net.fc2]}
+    result = {}
+    for name, modules in parts.items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            for m in modules:
+                x = m(x)[0] if isinstance(m, EMAU) else m(x)
+        params = sum(p.numel() for m in modules for p in m.parameters())
+        result[name] = (params, counter.get_total_flops() // 2)
+    return result
+
+
+@config.main
+def main():
+    rest = config.apply_overrides(sys.argv[1:])
+    if rest:
+        raise config.UserError(f'unexpected argument {rest[0]!r}; network.py takes KEY=VALUE.')
+    table = cost()
+    print(f'EMANet-{settings.N_LAYERS}, output stride {settings.STRIDE}, {settings.STEM} stem, '
+          f'EMA {settings.EMA_CHANNELS} channels, K={settings.N_BASES}, '
+          f'T={settings.STAGE_NUM_EVAL or settings.STAGE_NUM}, 513x513 input')
+    print(f'{"part":<16}{"params":>12}{"MACs":>12}')
+    for name, (params, macs) in table.items():
+        print(f'{name:<16}{params / 1e6:>11.2f}M{macs / 1e9:>11.2f}G')
+    head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
+    print(f'{"fc0+emau":<16}{head[0] / 1e6:>+11.2f}M{head[1] / 1e9:>+11.2f}G'
+          '   (the "+" columns of the paper\'s Table 1)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,293 @@
+"""The model: the EM unit against a slow re-statement of the reference algorithm, the bases'
+moving average (one process and two), gradients, state-dict layout, ImageNet loading, costs."""
+import math
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import config
+import network
+import settings
+
+REFERENCE = os.path.join(os.path.dirname(config.ROOT), 'shared', 'reference')
+
+
+def tiny_settings(**extra):
+    values = dict(N_LAYERS=18, STEM='torchvision', EMA_CHANNELS=16, N_BASES=4, STAGE_NUM=3,
+                  STAGE_NUM_EVAL=0, STRIDE=8, BN_MOM=3e-4, EM_MOM=0.9)
+    values.update(extra)
+    for key, value in values.items():
+        setattr(settings, key, value)
+
+# ---------------------------------------------------------------------------- the EM unit
+
+
+def slow_em(x, mu0, stages):
+    """The reference algorithm, one image and one stage at a time, with explicit sums.
+    x (B, C, H, W) after conv1; mu0 (1, C, K). Returns (reconstruction, mu, z)."""
+    outs, mus, zs = [], [], []
+    for b in range(x.shape[0]):
+        X = x[b].reshape(x.shape[1], -1)                # (C, N)
+        mu = mu0[0].clone()                             # (C, K)
+        for _ in range(stages):
+            logits = X.t() @ mu                         # (N, K)
+            e = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+            z = e / e.sum(dim=1, keepdim=True)          # softmax over the K bases
+            zn = z / (1e-6 + z.sum(dim=0, keepdim=True))
+            mu = X @ zn
+            mu = mu / (1e-6 + torch.sqrt((mu * mu).sum(dim=0, keepdim=True)))
+        outs.append((mu @ z.t()).reshape(x.shape[1:]))
+        mus.append(mu)
+        zs.append(z)
+    return torch.stack(outs), torch.stack(mus), torch.stack(zs)
+
+
+def make_emau(c=12, k=5, stages=3, stages_eval=3, seed=0):
+    torch.manual_seed(seed)
+    unit = network.EMAU(c, k, stages, stages_eval, momentum=0.9)
+    with torch.no_grad():  # a non-trivial BN so that the comparison sees conv2's path
+        unit.conv2[1].running_mean.normal_()
+        unit.conv2[1].running_var.uniform_(0.5, 2)
+    return unit
+
+
+@pytest.mark.parametrize('shape', [(2, 12, 7, 5), (3, 12, 1, 9), (1, 12, 11, 13)])
+def test_emau_matches_slow_reference(shape):
+    unit = make_emau().eval()
+    x = torch.randn(shape)
+    y, mu, z = unit(x, return_z=True)
+    rec, mu_ref, z_ref = slow_em(unit.conv1(x).detach(), unit.mu, 3)
+    y_ref = F.relu(unit.conv2(F.relu(rec)) + x)
+    torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(mu.norm(dim=1), torch.ones(1), atol=1e-5)  # unit-norm bases
+    assert torch.allclose(z.sum(dim=2), torch.ones(1), atol=1e-5)  # responsibilities
+
+
+def test_moving_average_in_training_only_with_separate_stage_counts():
+    unit = make_emau(stages=2, stages_eval=5).train()
+    x = torch.randn(3, 12, 6, 7)
+    before = unit.mu.clone()
+    _, mu = unit(x)
+    _, mu_ref, _ = slow_em(unit.conv1(x).detach(), before, 2)  # training: 2 stages
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-5, atol=1e-6)
+    expected = 0.9 * before + 0.1 * mu_ref.mean(dim=0, keepdim=True)
+    torch.testing.assert_close(unit.mu, expected, rtol=1e-5, atol=1e-7)
+    unit.eval()
+    after_train = unit.mu.clone()
+    _, mu = unit(x)
+    assert torch.equal(unit.mu, after_train)  # evaluation never moves the bases
+    _, mu_ref, _ = slow_em(unit.conv1(x).detach(), after_train, 5)  # evaluation: 5 stages
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_em_runs_in_float32_under_bf16_autocast():
+    unit = make_emau().train()
+    x = torch.randn(2, 12, 5, 6)
+    mu0 = unit.mu.clone()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y, mu, z = unit(x, return_z=True)
+        features = unit.conv1(x)
+    assert features.dtype == torch.bfloat16  # autocast is really on around the unit
+    assert mu.dtype == z.dtype == unit.mu.dtype == torch.float32
+    _, mu_ref, z_ref = slow_em(features.float(), mu0, 3)
+    torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-6)
+
+
+def _two_process_worker(rank, init_file, inputs, out_dir):
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}',
+                                         rank=rank, world_size=2)
+    unit = make_emau().train()
+    unit(inputs[rank])
+    torch.save(unit.mu, os.path.join(out_dir, f'mu{rank}.pt'))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_end_with_identical_bases(tmp_path):
+    torch.manual_seed(1)
+    inputs = [torch.randn(2, 12, 5, 4), torch.randn(2, 12, 5, 4) * 3]
+    mp.spawn(_two_process_worker, args=(str(tmp_path / 'init'), inputs, str(tmp_path)),
+             nprocs=2)
+    mu0, mu1 = (torch.load(tmp_path / f'mu{r}.pt') for r in (0, 1))
+    assert torch.equal(mu0, mu1)
+    together = make_emau().train()
+    together(torch.cat(inputs))  # one process seeing the whole global batch
+    torch.testing.assert_close(mu0, together.mu, rtol=1e-5, atol=1e-7)
+    single = make_emau().train()
+    single(inputs[0])
+    assert not torch.allclose(mu0, single.mu, atol=1e-4)  # rank 0 alone would differ
+
+# ---------------------------------------------------------------------------- EMANet
+
+
+def test_gradients_reach_head_and_backbone_but_not_the_em_path():
+    tiny_settings()
+    torch.manual_seed(0)
+    net = network.EMANet(3, 18).train()
+    logits = net(torch.randn(2, 3, 33, 41))
+    F.cross_entropy(logits, torch.randint(0, 3, (2, 33, 41))).backward()
+    for name in ('fc0.conv.weight', 'emau.conv2.0.weight', 'extractor.0.weight',
+                 'extractor.7.1.conv2.weight', 'fc2.bias'):
+        grad = net.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert net.emau.conv1.weight.grad is None  # the EM loop runs without gradient
+    assert not net.emau.mu.requires_grad
+
+
+@pytest.mark.parametrize('stride,stem', [(8, 'torchvision'), (16, 'deep')])
+def test_output_shapes_on_odd_sizes(stride, stem):
+    tiny_settings(STRIDE=stride, STEM=stem)
+    net = network.EMANet(5, 18).eval()
+    x = torch.randn(2, 3, 45, 61)
+    logits, z = net(x, return_attention=True)
+    assert logits.shape == (2, 5, 45, 61)
+    h, w = math.ceil(45 / stride), math.ceil(61 / stride)
+    assert z.shape == (2, 4, h, w)
+    assert torch.allclose(z.sum(dim=1), torch.ones(1), atol=1e-5)
+    assert torch.equal(net(x), logits)  # eval is deterministic and leaves the bases alone
+
+
+def test_dilations_follow_the_multi_grid():
+    tiny_settings(STEM='deep')
+    net = network.EMANet(21, 50)
+    layer3, layer4 = net.extractor[6], net.extractor[7]
+    assert [b.conv2.dilation[0] for b in layer3] == [1, 2, 2, 2, 2, 2]
+    assert [b.conv2.dilation[0] for b in layer4] == [2, 8, 16]
+    assert [b.conv2.padding[0] for b in layer4] == [2, 8, 16]
+    assert layer3[0].conv2.stride == layer4[0].conv2.stride == (1, 1)
+    tiny_settings(STEM='deep', STRIDE=16)
+    net = network.EMANet(21, 50)
+    assert net.extractor[6][0].conv2.stride == (2, 2)
+    assert [b.conv2.dilation[0] for b in net.extractor[7]] == [1, 4, 8]
+
+
+def read_tsv(name):
+    rows = [line.rstrip('\n').split('\t') for line in open(os.path.join(REFERENCE, name))]
+    return {r[0]: tuple(int(s) for s in r[1].strip('()').split(',') if s.strip()) for r in rows}
+
+
+@pytest.fixture(scope='module')
+def resnet101_layout():
+    saved = config.resolved()
+    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
+    net = network.EMANet(21, 101)
+    for key, value in saved.items():
+        setattr(settings, key, value)
+    return {k: v for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize('with_counter', [True, False])
+def test_original_emanet101_state_dict_loads_strictly(resnet101_layout, with_counter):
+    expected = read_tsv('original_emanet101_state_dict.tsv')
+    assert {k: tuple(v.shape) for k, v in resnet101_layout.items()} == expected
+    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
+    net = network.EMANet(21, 101)
+    state = {k: torch.full(s, 0.5) if 'num_batches' not in k else torch.tensor(7)
+             for k, s in expected.items() if with_counter or 'num_batches' not in k}
+    net.load_state_dict(state, strict=True)
+    assert torch.equal(net.emau.mu, torch.full((1, 512, 64), 0.5))
+
+
+def test_original_emanet50_key_list_matches():
+    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
+    net = network.EMANet(21, 50)
+    state = read_tsv('original_emanet50_state_dict.tsv')
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == state
+    net.load_state_dict({k: torch.zeros(s) for k, s in state.items()
+                         if 'num_batches' not in k}, strict=True)
+
+
+def test_original_imagenet_file_layout_is_what_the_loader_expects(resnet101_layout):
+    ours = {network.imagenet_name(k[len('extractor.'):]): tuple(v.shape)
+            for k, v in resnet101_layout.items() if k.startswith('extractor.')}
+    theirs = {k: s for k, s in read_tsv('original_resnet101_imagenet_state_dict.tsv').items()
+              if not k.startswith('fc.')}
+    assert ours == theirs
+
+# ---------------------------------------------------------------------------- ImageNet weights
+
+
+def imagenet_file(tmp_path, net, drop_counter=False, **edits):
+    state = {network.imagenet_name(k): torch.randn(v.shape) if v.is_floating_point() else v
+             for k, v in net.extractor.state_dict().items()
+             if not (drop_counter and k.endswith('num_batches_tracked'))}
+    state.update({'fc.weight': torch.randn(1000, 512), 'fc.bias': torch.randn(1000)})
+    for key, value in edits.items():
+        key = key.replace('__', '.')
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    path = str(tmp_path / 'weights.pth')
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize('stem,drop_counter', [('deep', False), ('torchvision', True)])
+def test_imagenet_loads_in_full(tmp_path, stem, drop_counter):
+    tiny_settings(STEM=stem)
+    net = network.EMANet(21, 18)
+    path, state = imagenet_file(tmp_path, net, drop_counter)
+    n = network.load_imagenet(net, path)
+    expected = len(net.extractor.state_dict()) - (drop_counter and 0)
+    if drop_counter:
+        expected -= sum(k.endswith('num_batches_tracked') for k in net.extractor.state_dict())
+    assert n == expected
+    for key, value in net.extractor.state_dict().items():
+        name = network.imagenet_name(key)
+        if name in state:
+            assert torch.equal(value, state[name]), key
+
+
+@pytest.mark.parametrize('stem,edit,message', [
+    ('deep', {'layer2__0__conv1__weight': None}, "lack 'layer2.0.conv1.weight'"),
+    ('deep', {'layer4__1__bn2__bias': torch.zeros(3)}, "'layer4.1.bn2.bias' has shape (3,)"),
+    ('deep', {'layer3__9__conv1__weight': torch.zeros(1)}, "first: 'layer3.9.conv1.weight'"),
+])
+def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message):
+    tiny_settings(STEM=stem)
+    net = network.EMANet(21, 18)
+    path, _ = imagenet_file(tmp_path, net, **edit)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(config.UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        network.load_imagenet(net, path)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
+
+
+def test_imagenet_stem_mismatch_and_missing_file(tmp_path):
+    tiny_settings(STEM='torchvision')
+    path, _ = imagenet_file(tmp_path, network.EMANet(21, 18))
+    tiny_settings(STEM='deep')
+    with pytest.raises(config.UserError, match="'torchvision'-stem ResNet file but "
+                                               "STEM='deep'; set STEM='torchvision'"):
+        network.load_imagenet(network.EMANet(21, 18), path)
+    with pytest.raises(config.UserError, match='do not exist.*PRETRAINED= to train from'):
+        network.load_imagenet(network.EMANet(21, 18), str(tmp_path / 'nothing.pth'))
+
+
+def test_bad_model_settings_fail_with_a_sentence():
+    tiny_settings(STRIDE=32)
+    with pytest.raises(config.UserError, match='STRIDE=32 is not supported'):
+        network.EMANet(21, 18)
+    tiny_settings()
+    with pytest.raises(config.UserError, match='N_LAYERS=42 is not supported'):
+        network.EMANet(21, 42)
+
+# ---------------------------------------------------------------------------- costs
+
+
+def test_table1_counts_for_resnet101_os8():
+    tiny_settings(N_LAYERS=101, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21)
+    table = network.cost(513)
+    params, macs = table['backbone']
+    assert round(params / 1e6, 1) == 42.6 and abs(macs / 1e9 - 190) < 1.0
+    head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
+    assert round(head[0] / 1e6, 1) == 10.0 and round(head[1] / 1e9, 1) == 43.1
+    settings.EMA_CHANNELS = 256
+    table = network.cost(513)
+    head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
+    assert abs(head[0] / 1e6 - 4.87) < 0.03 and abs(head[1] / 1e9 - 21.1) < 0.15
