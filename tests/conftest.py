@@ -18,3 +18,13 @@ def restore_settings():
     yield
     for key, value in saved.items():
         setattr(settings, key, value)
+
+
+@pytest.fixture(scope='session')
+def toy_root(tmp_path_factory):
+    """A small toy dataset (dataset.make_toy) in a tmp dir: 24 trainaug + 8 val images,
+    5 classes; returns its path (set settings.DATA_ROOT/N_CLASSES yourself)."""
+    import dataset
+    root = tmp_path_factory.mktemp('toy')
+    dataset.make_toy(str(root), seed=0, n_train=24, n_val=8)
+    return str(root)

@@ -1,0 +1,109 @@
+"""transforms.py: image and label stay aligned, padding rules, reproducibility, normalisation."""
+import numpy as np
+import pytest
+import torch
+
+import transforms
+
+FILL = transforms.mean_colour((0.485, 0.456, 0.406))
+IGNORE = 255
+COLOURS = np.random.default_rng(1).integers(0, 256, (21, 3)).astype(np.uint8)
+
+
+def coded_pair(h=75, w=100, seed=0):
+    """A label of random blocks (classes 0..20) and 255 bands, nothing thinner than 5 px, and an
+    image whose colour encodes each pixel's class (COLOURS[class], black on 255)."""
+    rng = np.random.default_rng(seed)
+    coarse = np.zeros((h // 5, w // 5), np.uint8)
+    for _ in range(40):
+        y, x, bh, bw = rng.integers(0, h // 5), rng.integers(0, w // 5), *rng.integers(2, 5, 2)
+        coarse[y:y + bh, x:x + bw] = rng.integers(0, 21)
+    coarse[::4] = IGNORE
+    label = np.kron(coarse, np.ones((5, 5), np.uint8))
+    image = np.where((label == IGNORE)[..., None], 0, COLOURS[label % 21]).astype(np.uint8)
+    return image, label
+
+
+def decode(image):
+    """The class whose colour is nearest to each pixel."""
+    d = ((image[:, :, None].astype(int) - COLOURS[None, None].astype(int)) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def interior(label):
+    """Pixels whose 3x3 neighbourhood has one class (not the ignore value)."""
+    p = np.pad(label, 1, constant_values=IGNORE)  # the crop's edge is no interior
+    same = np.ones(label.shape, bool)
+    for dy in range(3):
+        for dx in range(3):
+            same &= p[dy:dy + label.shape[0], dx:dx + label.shape[1]] == label
+    return same & (label != IGNORE)
+
+
+def test_training_transform_keeps_image_and_label_aligned():
+    image, label = coded_pair()
+    t = transforms.train_transform((0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), 65, FILL, IGNORE)
+    flipped = 0
+    for seed in range(60):
+        out_image, out_label = t(image, label, np.random.default_rng(seed))
+        assert out_image.shape == (65, 65, 3) and out_image.dtype == np.uint8
+        assert out_label.shape == (65, 65) and out_label.dtype == np.uint8
+        inside = interior(out_label)
+        assert inside.sum() > 200
+        assert (decode(out_image)[inside] == out_label[inside]).all(), seed
+        pad = (out_image == FILL).all(-1)  # padding: fill colour in the image, ignore in the label
+        assert (out_label[pad] == IGNORE).all()
+        flipped += not np.array_equal(t(image, label, np.random.default_rng(seed))[0], out_image)
+    assert flipped == 0  # same rng seed, same sample
+
+
+def test_flip_and_crop_move_image_and_label_together():
+    image, label = coded_pair()
+    flip = transforms.RandomFlip(1.0)
+    fi, fl = flip(image, label)
+    assert np.array_equal(fi, image[:, ::-1]) and np.array_equal(fl, label[:, ::-1])
+    assert transforms.RandomFlip(0.0)(image, label)[1] is label
+    crop = transforms.RandomCrop(33)
+    ci, cl = crop(image, label, np.random.default_rng(3))
+    ys, xs = [(i, j) for i in range(75 - 32) for j in range(100 - 32)
+              if np.array_equal(label[i:i + 33, j:j + 33], cl)][0]
+    assert np.array_equal(image[ys:ys + 33, xs:xs + 33], ci)
+    with pytest.raises(ValueError):
+        crop(image[:20], label[:20])
+
+
+def test_random_scale_sizes_and_nearest_labels():
+    image, label = coded_pair()
+    for s in (0.5, 1.0, 1.5, 2.0):
+        si, sl = transforms.RandomScale((s,))(image, label)
+        assert sl.shape == (round(75 * s), round(100 * s)) == si.shape[:2]
+        assert set(np.unique(sl)) <= set(np.unique(label))  # nearest: no new values
+    si, sl = transforms.RandomScale((2.0,))(image, label)
+    assert np.array_equal(sl[::2, ::2], label)  # 2x upscaling repeats each label pixel
+
+
+def test_pad_to_crop_size_and_val_padding_rule():
+    image, label = coded_pair(20, 30)
+    pi, pl = transforms.PadTo(33, FILL, IGNORE)(image, label)
+    assert pl.shape == (33, 33) and np.array_equal(pl[:20, :30], label)
+    assert (pl[20:] == IGNORE).all() and (pi[:, 30:] == FILL).all()
+    assert np.array_equal(pi[:20, :30], image)
+    pad = transforms.PadModulo(FILL, IGNORE, 8, 1)
+    for h, w in [(1, 1), (7, 8), (9, 16), (375, 500), (500, 333), (17, 24)]:
+        img, lab = np.zeros((h, w, 3), np.uint8), np.ones((h, w), np.uint8)
+        pi, pl = pad(img, lab)
+        H, W = pl.shape
+        assert H % 8 == 1 and W % 8 == 1 and h <= H < h + 8 and w <= W < w + 8
+        assert (pl[:h, :w] == 1).all() and (pl[h:] == IGNORE).all() and (pl[:, w:] == IGNORE).all()
+        assert (pi[h:] == FILL).all() and (pi[:, w:] == FILL).all() and (pi[:h, :w] == 0).all()
+
+
+def test_normalize_batch_numbers():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.tensor([0, 255, 124], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 5)
+    y = transforms.normalize_batch(x, mean, std)
+    assert y.dtype == torch.float32 and y.shape == (2, 3, 4, 5)
+    want = [(0 - mean[0]) / std[0], (1 - mean[1]) / std[1], (124 / 255 - mean[2]) / std[2]]
+    assert torch.allclose(y[1, :, 3, 4], torch.tensor(want), atol=1e-5)
+    fill = torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)
+    assert transforms.normalize_batch(fill, mean, std).abs().max() < 0.01  # padding ~ 0
