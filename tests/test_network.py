@@ -12,7 +12,8 @@ import config
 import network
 import settings
 
-REFERENCE = os.path.join(os.path.dirname(config.ROOT), 'shared', 'reference')
+# The key lists of the original code's state dicts (from the project's reference notes).
+REFERENCE = os.path.join(os.path.dirname(__file__), 'data')
 
 
 def tiny_settings(**extra):
