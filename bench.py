@@ -1,0 +1,266 @@
+"""Speed and memory, each row against its baseline measured side by side in the same run.
+
+    python bench.py [KEY=VALUE ...]      # prints a table, writes LOG_DIR/bench.json
+
+CPU rows (any machine, about 2 minutes on 2 cores): the data pipeline against a plain
+re-statement of the original's, and the EM unit against a plain re-statement of the
+reference algorithm. CUDA rows (only where a GPU is visible): a real EMANet-101 training
+step (fp32 eager against the default bf16 + channels_last), its model FLOP utilisation,
+and inference on VOC-sized images. Benchmarks are not tests: nothing here asserts a time.
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import config
+import dataset
+import network
+import settings
+import transforms
+
+ROWS = []
+
+
+def row(name, value, unit, baseline=None, baseline_value=None, note=''):
+    ratio = value / baseline_value if baseline_value else None
+    ROWS.append(dict(row=name, value=value, unit=unit, baseline=baseline,
+                     baseline_value=baseline_value, ratio=ratio, note=note))
+    ratio_text = f'{ratio:6.2f}x  vs {baseline} ({baseline_value:.4g} {unit})' if ratio else ''
+    print(f'{name:<46}{value:>10.4g} {unit:<10}{ratio_text}  {note}', flush=True)
+
+
+def timed(fn, repeats, sync=lambda: None):
+    """Median seconds of fn() over `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+# ---------------------------------------------------------------------------- row 1: data
+
+
+def voc_like_folder(root, n=24, size=(375, 500)):
+    """n VOC-sized JPEGs (smooth shapes and noise, like photos) and index-PNG labels."""
+    rng = np.random.default_rng(0)
+    for sub in ('JPEGImages', 'SegmentationClassAug', 'ImageSets/Segmentation'):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        label = np.zeros(size, np.uint8)
+        image = np.stack([(xx * rng.uniform(0.2, 0.6) + yy * rng.uniform(0.1, 0.5)) % 256] * 3,
+                         axis=2)
+        for _ in range(3):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(30, 120)
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            label[mask] = rng.integers(1, 21)
+            image[mask] = rng.integers(0, 256, 3)
+        image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(os.path.join(root, 'JPEGImages', f'{i:06d}.jpg'), image[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        Image.fromarray(label).save(os.path.join(root, 'SegmentationClassAug', f'{i:06d}.png'))
+    with open(os.path.join(root, 'ImageSets/Segmentation/trainaug.txt'), 'w') as f:
+        f.write(''.join(f'{i:06d}\n' for i in range(n)))
+    return [f'{i:06d}' for i in range(n)]
+
+
+def original_sample(root, image_id, rng):
+    """A plain re-statement of the original's training pipeline: PIL decode, float and
+    normalise first, then F.interpolate scale, pad, crop and flip on float tensors."""
+    with open(os.path.join(root, 'JPEGImages', f'{image_id}.jpg'), 'rb') as fp:
+        image = Image.open(fp).convert('RGB')
+    image = torch.FloatTensor(np.array(image)) / 255
+    image = (image - torch.tensor(settings.MEAN)) / torch.tensor(settings.STD)
+    image = image.permute(2, 0, 1).unsqueeze(0)
+    with open(os.path.join(root, 'SegmentationClassAug', f'{image_id}.png'), 'rb') as fp:
+        label = torch.FloatTensor(np.asarray(Image.open(fp).convert('P')))[None, None]
+    ratio = float(rng.choice(settings.SCALES))
+    image = F.interpolate(image, scale_factor=ratio, mode='bilinear', align_corners=True)
+    label = F.interpolate(label, scale_factor=ratio, mode='nearest')
+    crop = settings.CROP_SIZE
+    h, w = image.shape[-2:]
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    image = F.pad(image, (0, pw, 0, ph), value=0.)
+    label = F.pad(label, (0, pw, 0, ph), value=settings.IGNORE_LABEL)
+    h, w = image.shape[-2:]
+    y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+    image, label = image[..., y:y + crop, x:x + crop], label[..., y:y + crop, x:x + crop]
+    if rng.random() < 0.5:
+        image, label = image.flip(3), label.flip(3)
+    return image[0], label[0, 0].long()
+
+
+def bench_data(n=24, rounds=3):
+    """Samples/s on one core: decode alone, the original's pipeline, ours (TrainDataset)."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    with tempfile.TemporaryDirectory() as root:
+        ids = voc_like_folder(root, n)
+        ours = dataset.TrainDataset('trainaug', data_root=root)
+        rng = np.random.default_rng(0)
+        paths = [os.path.join(root, 'JPEGImages', f'{i}.jpg') for i in ids]
+        runs = {'decode': lambda: [cv2.imread(p) for p in paths],
+                'original': lambda: [original_sample(root, i, rng) for i in ids],
+                'ours': lambda: [ours[k] for k in range(n)]}
+        rates = {name: n / timed(fn, rounds) for name, fn in runs.items()}
+    torch.set_num_threads(os.cpu_count())
+    row('data: train samples/s per core (513 crops)', rates['ours'], 'samples/s',
+        'original pipeline', rates['original'])
+    row('data: JPEG decode alone (the ceiling)', rates['decode'], 'images/s',
+        note=f'ours reaches {rates["ours"] / rates["decode"]:.0%} of it')
+
+# ---------------------------------------------------------------------------- row 2: EM unit
+
+
+class PlainEMAU(torch.nn.Module):
+    """A plain re-statement of the reference algorithm (the original's forward)."""
+
+    def __init__(self, unit):
+        super().__init__()
+        self.unit = unit
+
+    def forward(self, x):
+        u = self.unit
+        idn = x
+        x = u.conv1(x)
+        b, c, h, w = x.size()
+        x = x.view(b, c, h * w)
+        mu = u.mu.repeat(b, 1, 1)
+        with torch.no_grad():
+            for _ in range(u.stage_num):
+                z = F.softmax(torch.bmm(x.permute(0, 2, 1), mu), dim=2)
+                z_ = z / (1e-6 + z.sum(dim=1, keepdim=True))
+                mu = torch.bmm(x, z_)
+                mu = mu / (1e-6 + mu.norm(dim=1, keepdim=True))
+        x = mu.matmul(z.permute(0, 2, 1)).view(b, c, h, w)
+        x = u.conv2(F.relu(x, inplace=True))
+        return F.relu(x + idn, inplace=True), mu
+
+
+def bench_emau(device, batch=8, repeats=3):
+    """Forward + backward of the EM unit at C=512, K=64, 65x65 (513 crops at stride 8)."""
+    torch.manual_seed(0)
+    unit = network.EMAU(512, 64, 3, 3, 0.9).to(device).train()
+    plain = PlainEMAU(network.EMAU(512, 64, 3, 3, 0.9).to(device).train())
+    plain.unit.load_state_dict(unit.state_dict())
+    x = torch.randn(batch, 512, 65, 65, device=device, requires_grad=True)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
+    def step(module):
+        return lambda: module(x)[0].sum().backward()
+    ours, base = timed(step(unit), repeats, sync), timed(step(plain), repeats, sync)
+    row(f'EMAU fwd+bwd, batch {batch}, {device.type}', batch / ours, 'images/s',
+        'plain re-statement', batch / base, note='EM kept in fp32; moving average inside')
+
+# ---------------------------------------------------------------------------- CUDA rows
+
+
+def build(n_layers=101):
+    for key, value in dict(N_LAYERS=n_layers, STRIDE=8, STEM='deep', EMA_CHANNELS=512,
+                           N_BASES=64, N_CLASSES=21, PRETRAINED='').items():
+        setattr(settings, key, value)
+    return network.EMANet(21, n_layers).cuda()
+
+
+def bench_train_step(batch, fast, steps=10):
+    """images/s, peak GiB and FLOPs of real SGD steps at 513x513 (fp32 eager or the default)."""
+    import train
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.manual_seed(0)
+    net = build()
+    if fast:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(train.param_groups(net), lr=1e-3, momentum=0.9)
+    x = torch.randint(0, 256, (batch, 3, 513, 513), dtype=torch.uint8, device='cuda')
+    y = torch.randint(0, 21, (batch, 513, 513), device='cuda')
+    model = torch.compile(net) if fast and settings.COMPILE else net
+
+    def step():
+        img = transforms.normalize_batch(x, settings.MEAN, settings.STD)
+        if fast:
+            img = img.contiguous(memory_format=torch.channels_last)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=fast):
+            loss = train.loss_fn(model(img), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    torch.cuda.reset_peak_memory_stats()
+    seconds = timed(step, steps, torch.cuda.synchronize)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    del net, model, opt
+    torch.cuda.empty_cache()
+    return batch / seconds, peak, counter.get_total_flops() / seconds
+
+
+def matmul_rate(n=8192, repeats=20):
+    a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+    b = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+    return 2 * n ** 3 / timed(lambda: a @ b, repeats, torch.cuda.synchronize)
+
+
+def bench_cuda():
+    torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name()
+    rate = matmul_rate()
+    row('bf16 matmul 8192^3', rate / 1e12, 'TFLOP/s', note=name)
+    for batch in (8, 16):
+        try:
+            base = bench_train_step(batch, fast=False)
+            fast = bench_train_step(batch, fast=True)
+        except torch.cuda.OutOfMemoryError:
+            print(f'train step batch {batch}: out of memory', flush=True)
+            continue
+        row(f'train step R101 OS8 513, batch {batch}', fast[0], 'images/s', 'fp32 eager',
+            base[0], note='bf16 + channels_last' + (' + compile' if settings.COMPILE else ''))
+        row(f'  peak memory, batch {batch}', fast[1], 'GiB', 'fp32 eager', base[1])
+        row(f'  model FLOP utilisation, batch {batch}', fast[2] / rate, 'of matmul',
+            'fp32 eager', base[2] / rate)
+    import eval as evaluation
+    net = build().eval()
+    image = torch.randint(0, 256, (1, 3, 375, 500), dtype=torch.uint8, device='cuda')
+    for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
+        settings.EVAL_SCALES, settings.EVAL_FLIP = scales, flip
+        seconds = timed(lambda: evaluation.predict(net, image), 10, torch.cuda.synchronize)
+        row(f'inference 500x375, {len(scales)} scale(s){" + flip" if flip else ""}',
+            1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
+
+# ---------------------------------------------------------------------------- main
+
+
+@config.main
+def main():
+    rest = config.apply_overrides(sys.argv[1:])
+    if rest:
+        raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE.')
+    print(f'bench.py on {torch.get_num_threads()} CPU threads'
+          f'{", " + torch.cuda.get_device_name() if torch.cuda.is_available() else ""}')
+    bench_data()
+    bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
+    if torch.cuda.is_available():
+        bench_emau(torch.device('cuda'))
+        bench_cuda()
+    record = config.run_record(rows=ROWS)
+    print('written to', config.write_record(record, config.path(settings.LOG_DIR), 'bench.json'))
+
+
+if __name__ == '__main__':
+    main()
