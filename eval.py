@@ -100,8 +100,7 @@ def load_net(target, device, keep=()):
             state = {k[len(prefix):]: v for k, v in state.items()}
     net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
     own = net.state_dict()
-    state = {**{k: v for k, v in own.items() if k.endswith('num_batches_tracked')}, **state}
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in state if k not in own]
     shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
               if k in state and state[k].shape != v.shape]
@@ -113,7 +112,9 @@ def load_net(target, device, keep=()):
                       (('missing', missing), ('unexpected', unexpected), ('shape', shapes))
                       if keys)
             + '; pass the settings it was trained with as KEY=VALUE.')
-    net.load_state_dict(state, strict=True)
+    # files of older PyTorch versions lack num_batches_tracked: keep the network's own
+    net.load_state_dict({**{k: v for k, v in own.items() if k.endswith('num_batches_tracked')},
+                         **state}, strict=True)
     return net.to(device).eval(), ckpt.get('step')
 
 
@@ -128,9 +129,9 @@ def settings_of(state):
         found['STEM'] = 'deep' if 'extractor.0.0.weight' in state else 'torchvision'
     bottleneck = any(k.startswith('extractor.4.0.conv3.') for k in state)
     counts = tuple(len({k.split('.')[2] for k in state if k.startswith(f'extractor.{i}.')})
-                   for i in range(4, 8))
+                   for i in range(4, 7))  # layer1..3 (layer4 has 3 blocks in all depths)
     for depth, (block, blocks) in network.DEPTHS.items():
-        if blocks == counts and (block is network.Bottleneck) == bottleneck:
+        if blocks[:3] == counts and (block is network.Bottleneck) == bottleneck:
             found['N_LAYERS'] = depth
     return found
 

@@ -194,3 +194,52 @@ def test_attention_grid_has_k_maps_of_the_image_size(net, tmp_path):
     picture = np.array(Image.open(paths[1]))
     assert picture.shape == (3 * h + 2 * 4, 4 * w + 3 * 4, 3)  # 10 tiles: 3 rows of 4, gap 4
     assert (picture[:h, :w] == image[:, :h, :w].permute(1, 2, 0).numpy()).all()
+
+
+# ---------------------------------------------------------------------------- the script
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    """Toy data (dataset.make_toy) smaller than conftest's: 3 val images of 40-56 pixels."""
+    import dataset
+    root = str(tmp_path_factory.mktemp('toy_eval'))
+    dataset.make_toy(root, seed=0, n_train=1, n_val=3, size=(40, 56))
+    return root
+
+
+def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsys):
+    defaults = config.resolved()
+    tiny_settings()
+    settings.N_CLASSES = 5  # the toy data's
+    torch.manual_seed(0)
+    state = network.EMANet(5, 18).state_dict()
+    config.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(), 'optimizer': {}},
+                       str(tmp_path / 'final.pth'))
+    config.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
+    common = [f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0', 'ATTN_IMAGES=2']
+    for key, value in defaults.items():  # a fresh process: settings.py as it is
+        setattr(settings, key, value)
+    full = ev.main([f'MODEL_DIR={tmp_path}', f'LOG_DIR={tmp_path}/a', 'SAVE_PRED=True'] + common)
+    out = capsys.readouterr().out
+    assert 'mIoU' in out and f'{tmp_path}/a/eval_final_ss.json' in out
+
+    for key, value in defaults.items():
+        setattr(settings, key, value)
+    with pytest.raises(SystemExit) as stop:  # the original form takes settings.py's model
+        ev.main([str(tmp_path / 'original.pth'), f'LOG_DIR={tmp_path}/b'] + common)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'original.pth' in err and 'N_LAYERS=18' in err
+    model = ['N_CLASSES=5', 'N_LAYERS=18', 'STEM=torchvision', 'EMA_CHANNELS=32', 'N_BASES=8',
+             'STAGE_NUM=2']
+    original = ev.main([str(tmp_path / 'original.pth'), f'LOG_DIR={tmp_path}/b'] + model + common)
+    assert original['confusion'] == full['confusion'] and original['mIoU'] == full['mIoU']
+
+    saved = json.load(open(tmp_path / 'a' / 'eval_final_ss.json'))
+    assert set(saved) >= {'mIoU', 'pAcc', 'mAcc', 'fIoU', 'per_class'}
+    assert saved['mIoU'] == pytest.approx(full['mIoU'])
+    record = json.load(open(tmp_path / 'a' / 'eval_final_ss_record.json'))
+    assert record['step'] == 7 and record['settings']['N_LAYERS'] == 18
+    ids = open(os.path.join(toy_root, 'ImageSets', 'Segmentation', 'val.txt')).read().split()
+    assert sorted(os.listdir(tmp_path / 'a' / 'pred')) == sorted(f'{i}.png' for i in ids)
+    assert sorted(os.listdir(tmp_path / 'a' / 'attention')) == sorted(f'{i}.png' for i in ids[:2])
+    assert any(f.startswith('events.out') for f in os.listdir(tmp_path / 'a'))
