@@ -4,6 +4,9 @@ Every transform is `t(image, label, rng=None) -> (image, label)`: rng is a numpy
 (a fresh unseeded one when None), parameters are given at construction and no settings are
 read here. Images stay uint8 until `normalize_batch` runs on the device in train.py/eval.py.
 """
+import math
+from fractions import Fraction
+
 import cv2
 import numpy as np
 import torch
@@ -92,23 +95,77 @@ class RandomFlip:
         return image, label
 
 
+class RandomScaleCrop:
+    """RandomScale, PadTo and RandomCrop in one, with the same random draws and the same
+    pixels, but only the crop window is resized (2-3x less work at scales above 1)."""
+
+    def __init__(self, scales, size, fill, ignore):
+        self.scales, self.size = tuple(float(s) for s in scales), size
+        self.fill, self.ignore = fill, ignore
+
+    def __call__(self, image, label, rng=None):
+        rng = _rng(rng)
+        s = self.scales[rng.integers(len(self.scales))]
+        h, w = scaled_size(label.shape, s)
+        y = rng.integers(max(h, self.size) - self.size + 1)
+        x = rng.integers(max(w, self.size) - self.size + 1)
+        y1, x1 = min(y + self.size, h), min(x + self.size, w)
+        win_image, win_label = scaled_window(image, label, s, (y, y1), (x, x1))
+        return pad(win_image, win_label, self.size, self.size, self.fill, self.ignore)
+
+
 def train_transform(scales, crop_size, fill, ignore):
-    """The training augmentation of the original: scale, pad, crop, flip (uint8 throughout)."""
-    return Compose(RandomScale(scales), PadTo(crop_size, fill, ignore),
-                   RandomCrop(crop_size), RandomFlip(0.5))
+    """The training augmentation of the original: random scale, pad, random crop, flip
+    (uint8 throughout); equal to Compose(RandomScale, PadTo, RandomCrop, RandomFlip)."""
+    return Compose(RandomScaleCrop(scales, crop_size, fill, ignore), RandomFlip(0.5))
 
 
 # ---------------------------------------------------------------------------- helpers
 
 def scale(image, label, s):
-    """Resize both by factor s; the label is sampled at the pixel centres the image uses."""
+    """Resize both by factor s: bilinear image, nearest label, on the same pixel grid."""
     if s == 1.0:
         return image, label
-    h, w = label.shape
-    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST_EXACT)
-    return image, label
+    h, w = scaled_size(label.shape, s)
+    return scaled_window(image, label, s, (0, h), (0, w))
+
+
+def scaled_size(shape, s):
+    """(H, W) of an image of shape (h, w, ...) scaled by s (as cv2.resize(fx=s) rounds)."""
+    return tuple(max(1, round(n * s)) for n in shape[:2])
+
+
+def scaled_window(image, label, s, rows, cols):
+    """scale(image, label, s)[rows[0]:rows[1], cols[0]:cols[1]], resizing only that region
+    and a margin when s is a simple binary fraction (the region then starts where its offset
+    scales to a whole number, so the pixels are the very same as resizing everything)."""
+    n_rows, n_cols = label.shape
+    q = Fraction(s).limit_denominator(64)
+    a, b, c, d, A, C = 0, n_rows, 0, n_cols, 0, 0
+    if float(q) == s:
+        (a, b), (c, d) = (_source_range(*r, s, q.denominator, n)
+                          for r, n in ((rows, n_rows), (cols, n_cols)))
+        A, C = a * q.numerator // q.denominator, c * q.numerator // q.denominator  # a*s, c*s
+    part = image[a:b, c:d]
+    if b == n_rows or d == n_cols:  # repeat the last row/column, so that rounding the size
+        extra = math.ceil(1 / s) + 1  # never cuts the last row (this is cv2's edge rule)
+        part = cv2.copyMakeBorder(part, 0, extra * (b == n_rows), 0, extra * (d == n_cols),
+                                  cv2.BORDER_REPLICATE)
+    part = cv2.resize(part, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+    part = part[rows[0] - A:rows[1] - A, cols[0] - C:cols[1] - C]
+    return part, label.take(_nearest(*rows, s, n_rows), 0).take(_nearest(*cols, s, n_cols), 1)
+
+
+def _source_range(j0, j1, s, step, n):
+    """Source pixels [a, b) that scaled pixels [j0, j1) read, 2 to spare on each side;
+    a is a multiple of step, so that a * s is a whole number."""
+    a = max(0, math.floor((j0 + 0.5) / s - 0.5) - 2)
+    return a - a % step, min(n, math.ceil((j1 - 0.5) / s - 0.5) + 3)
+
+
+def _nearest(j0, j1, s, n):
+    """Source index of each scaled pixel in [j0, j1): the one whose centre is nearest."""
+    return np.minimum(((np.arange(j0, j1) + 0.5) / s).astype(np.intp), n - 1)
 
 
 def pad(image, label, height, width, fill, ignore):
@@ -116,12 +173,10 @@ def pad(image, label, height, width, fill, ignore):
     h, w = label.shape
     if (h, w) == (height, width):
         return image, label
-    out_image = np.empty((height, width, image.shape[2]), image.dtype)
-    out_image[...] = np.asarray(fill, image.dtype)
-    out_image[:h, :w] = image
-    out_label = np.full((height, width), ignore, label.dtype)
-    out_label[:h, :w] = label
-    return out_image, out_label
+    border = (0, height - h, 0, width - w)
+    image, label = (a if min(a.strides) > 0 else a.copy() for a in (image, label))
+    return (cv2.copyMakeBorder(image, *border, cv2.BORDER_CONSTANT, value=tuple(fill)),
+            cv2.copyMakeBorder(label, *border, cv2.BORDER_CONSTANT, value=ignore))
 
 
 def mean_colour(mean):

@@ -1,4 +1,5 @@
 """transforms.py: image and label stay aligned, padding rules, reproducibility, normalisation."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -107,3 +108,31 @@ def test_normalize_batch_numbers():
     assert torch.allclose(y[1, :, 3, 4], torch.tensor(want), atol=1e-5)
     fill = torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)
     assert transforms.normalize_batch(fill, mean, std).abs().max() < 0.01  # padding ~ 0
+
+
+@pytest.mark.parametrize('scales', [(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), (0.6, 1.1)])
+def test_fast_scale_crop_equals_scale_pad_crop(scales):
+    """RandomScaleCrop resizes only the crop window, yet gives the very same pixels."""
+    slow = transforms.Compose(transforms.RandomScale(scales), transforms.PadTo(49, FILL, IGNORE),
+                              transforms.RandomCrop(49))
+    fast = transforms.RandomScaleCrop(scales, 49, FILL, IGNORE)
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        image = rng.integers(0, 256, (rng.integers(20, 90), rng.integers(20, 90), 3), np.uint8)
+        label = rng.integers(0, 256, image.shape[:2], np.uint8)
+        a, b = slow(image, label, np.random.default_rng(seed))
+        c, d = fast(image, label, np.random.default_rng(seed))
+        assert np.array_equal(a, c) and np.array_equal(b, d), seed
+    for h, w in [(375, 500), (333, 501), (27, 37), (40, 9)]:  # scale() is cv2.resize
+        image = np.random.default_rng(h).integers(0, 256, (h, w, 3), np.uint8)
+        for s in scales:
+            want = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+            got = transforms.scale(image, np.zeros((h, w), np.uint8), s)[0]
+            assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_pad_accepts_mirrored_views():
+    image, label = coded_pair(20, 30)
+    pi, pl = transforms.pad(image[:, ::-1], label[:, ::-1], 25, 33, FILL, IGNORE)
+    assert np.array_equal(pi[:20, :30], image[:, ::-1]) and np.array_equal(pl[:20, :30],
+                                                                            label[:, ::-1])
