@@ -1,0 +1,37 @@
+#!/bin/sh
+# Remove what runs produce: the checkpoints train.py writes in MODEL_DIR (latest.pth, final.pth,
+# step_<N>.pth and their *.tmp* leftovers), everything in LOG_DIR, and Python/pytest caches.
+# ImageNet weights and every other file in MODEL_DIR stay. Usage: sh clean.sh (from anywhere).
+set -eu
+cd "$(dirname "$0")"
+here=$(pwd -P)
+PY=${PYTHON:-python3}
+dirs=$("$PY" -c 'import os, settings
+for d in (settings.LOG_DIR, settings.MODEL_DIR):
+    print(os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(d))))')
+log_dir=$(echo "$dirs" | sed -n 1p)
+model_dir=$(echo "$dirs" | sed -n 2p)
+
+case "$here/" in
+    "$log_dir"/*) echo "clean.sh: LOG_DIR=$log_dir holds the project; refusing to empty it" >&2
+                  exit 2 ;;
+esac
+if [ "$log_dir" = / ] || [ "$log_dir" = "$(cd ~ && pwd -P)" ]; then
+    echo "clean.sh: LOG_DIR=$log_dir is not a run folder; refusing to empty it" >&2
+    exit 2
+fi
+
+if [ -d "$model_dir" ]; then
+    for f in "$model_dir"/latest.pth* "$model_dir"/final.pth* "$model_dir"/step_[0-9]*.pth*; do
+        case "$f" in
+            *.pth|*.pth.tmp*) if [ -f "$f" ]; then rm -f -- "$f"; echo "removed $f"; fi ;;
+        esac
+    done
+fi
+if [ -d "$log_dir" ]; then
+    find "$log_dir" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+    echo "emptied $log_dir"
+fi
+find . -name __pycache__ -type d -prune -exec rm -rf -- {} +
+rm -rf .pytest_cache
+exit 0

@@ -1,0 +1,263 @@
+"""train.py: the recipe's numbers, and whole runs through its command line (`python train.py
+KEY=VALUE ...` as a subprocess): end to end, resume after SIGKILL, torchrun, refusals."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import config
+import settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(N_LAYERS=18, STEM='torchvision', STRIDE=16, EMA_CHANNELS=32, N_BASES=8,
+            N_CLASSES=5, CROP_SIZE=33, BATCH_SIZE=2, NUM_WORKERS=0, PRETRAINED='',
+            ITER_MAX=6, ITER_SAVE=10, LOG_EVERY=2, IMAGE_EVERY=0, VAL_EVERY=0)
+
+
+def args(toy_root, tmp, **over):
+    """KEY=VALUE arguments of a tiny run on the toy data, writing into tmp."""
+    values = {**TINY, 'DATA_ROOT': toy_root, 'MODEL_DIR': os.path.join(tmp, 'models'),
+              'LOG_DIR': os.path.join(tmp, 'logdir'), **over}
+    return [f'{k}={v}' if isinstance(v, str) else f'{k}={v!r}' for k, v in values.items()]
+
+
+def run(argv, torchrun=0, check=True):
+    launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                 f'--nproc_per_node={torchrun}'] if torchrun else [sys.executable])
+    done = subprocess.run(launcher + [os.path.join(ROOT, 'train.py'), *argv],
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def load(tmp, name):
+    return torch.load(os.path.join(tmp, 'models', name), weights_only=True)
+
+
+def assert_same_state(a, b):
+    assert a['step'] == b['step']
+    assert a['net'].keys() == b['net'].keys()
+    for key in a['net']:
+        assert torch.equal(a['net'][key], b['net'][key]), key
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys() and len(sa) > 0
+    for key in sa:
+        assert torch.equal(sa[key]['momentum_buffer'], sb[key]['momentum_buffer'])
+    assert a['optimizer']['param_groups'] == b['optimizer']['param_groups']
+
+
+@pytest.fixture(scope='module')
+def reference(toy_root, tmp_path_factory):
+    """One uninterrupted run (2 loader workers, images and validation on) and its folder."""
+    tmp = str(tmp_path_factory.mktemp('reference'))
+    done = run(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=6, ITER_SAVE=3))
+    return tmp, done.stdout
+
+
+# ---------------------------------------------------------------------------- recipe
+
+def tiny_net():
+    for key, value in TINY.items():
+        setattr(settings, key, value)
+    import network
+    torch.manual_seed(0)
+    return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+
+
+def test_parameter_groups_and_poly_lr_follow_the_recipe():
+    import train
+    net = tiny_net()
+    groups = train.param_groups(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    members = [{names[id(p)] for p in g['params']} for g in groups]
+    assert sum(map(len, members)) == len(names) == len(set().union(*members))
+    conv, bn, bias = members
+    modules = dict(net.named_modules())
+    kind = {n: type(modules[n.rpartition('.')[0]]).__name__ for n in names.values()}
+    assert conv == {n for n in kind if kind[n] == 'Conv2d' and n.endswith('.weight')}
+    assert bn == {n for n in kind if kind[n] == 'BatchNorm2d' and n.endswith('.weight')}
+    assert bias == {n for n in kind if n.endswith('.bias')}
+    assert {'emau.conv1.bias', 'fc2.bias', 'fc0.bn.bias'} <= bias and len(bias) == len(bn) + 2
+    assert [(g['lr_mult'], g['weight_decay']) for g in groups] == [(1, 1e-4), (1, 0), (2, 0)]
+
+    settings.LR, settings.ITER_MAX, settings.LR_DECAY, settings.POLY_POWER = 0.01, 100, 10, 0.9
+    assert train.poly_lr(0) == train.poly_lr(9) == 0.01
+    assert train.poly_lr(10) == pytest.approx(0.01 * 0.9 ** 0.9)
+    assert train.poly_lr(99) == pytest.approx(0.01 * 0.1 ** 0.9)
+    optimizer = torch.optim.SGD(groups, lr=1, momentum=0.9)
+    train.set_lr(optimizer, 25)
+    lr = 0.01 * 0.8 ** 0.9
+    assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([lr, lr, 2 * lr])
+
+
+def test_loss_keeps_ignored_pixels_in_the_denominator():
+    import train
+    logits = torch.randn(2, 3, 4, 4)
+    label = torch.randint(0, 3, (2, 4, 4))
+    label[0, :2] = 255  # half of image 0 ignored
+    per_pixel = torch.nn.functional.cross_entropy(logits, label.clamp(max=2), reduction='none')
+    per_pixel[0, :2] = 0
+    expected = (per_pixel[0].sum() / 16 + per_pixel[1].sum() / 16) / 2
+    assert train.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sampler_splits_one_global_stream_over_ranks():
+    import train
+    settings.BATCH_SIZE, settings.SEED, n = 4, 0, 10
+    one = [i for s in range(5) for i in train.step_indices(s, n, 0, 1)]
+    two = [i for s in range(5) for r in range(2) for i in train.step_indices(s, n, r, 2)]
+    assert one == two  # the same images whatever the number of processes
+    assert sorted(one[:10]) == list(range(10)) and sorted(one[10:20]) == list(range(10, 20))
+    assert [i - 10 for i in one[10:20]] != one[:10]  # each epoch its own order
+    assert list(train.Batches(n, 3, 5, 1, 2)) == [train.step_indices(s, n, 1, 2) for s in (3, 4)]
+    settings.SEED = 1
+    train._perms.clear()
+    assert [i for i in train.step_indices(0, n, 0, 1)] != one[:4]
+
+
+def test_loss_falls_on_one_repeated_batch(toy_root):
+    import dataset
+    import train
+    import transforms
+    net = tiny_net()
+    settings.DATA_ROOT, settings.LR = toy_root, 0.01
+    data = dataset.TrainDataset()
+    image, label = (torch.stack(t) for t in zip(data[0], data[1]))
+    x = transforms.normalize_batch(image, settings.MEAN, settings.STD)
+    optimizer = torch.optim.SGD(train.param_groups(net), lr=settings.LR, momentum=0.9)
+    losses = []
+    for step in range(15):
+        train.set_lr(optimizer, 0)
+        loss = train.loss_fn(net(x), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+# ---------------------------------------------------------------------------- whole runs
+
+
+def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
+    tmp, out = reference
+    models = sorted(os.listdir(os.path.join(tmp, 'models')))
+    assert models == ['final.pth', 'latest.pth', 'step_3.pth', 'step_6.pth']
+    final = load(tmp, 'final.pth')
+    assert final['step'] == 6 and load(tmp, 'step_3.pth')['step'] == 3
+    assert {'net', 'step', 'optimizer', 'rng', 'settings'} <= set(final)
+    assert not any(k.startswith(('module.', '_orig_mod.')) for k in final['net'])
+    assert 'emau.mu' in final['net'] and final['settings']['ITER_MAX'] == 6
+    for line in ('step 2/6  loss ', 'img/s  eta ', 'peak mem', 'val mIoU', 'git ', 'torch'):
+        assert line in out
+    logs = os.listdir(os.path.join(tmp, 'logdir'))
+    assert 'train.log' in logs and any(f.startswith('events.out.tfevents') for f in logs)
+    assert any(f.startswith('train-') and f.endswith('.json') for f in logs)
+    with open(os.path.join(tmp, 'logdir', 'train.log')) as f:
+        assert 'step 6/6' in f.read()
+
+
+def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path):
+    tmp = str(tmp_path)
+    argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    latest, deadline = os.path.join(tmp, 'models', 'latest.pth'), time.time() + 120
+    while not os.path.exists(latest) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside step 2 or 3, perhaps in a save
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load(tmp, 'latest.pth')['step'] < 6, 'the run ended before it was killed'
+    done = run(argv)
+    assert 'resuming from' in done.stdout
+    assert_same_state(load(tmp, 'final.pth'), load(reference[0], 'final.pth'))
+
+
+def test_torchrun_two_processes_agree(toy_root, tmp_path):
+    tmp = str(tmp_path)
+    done = run(args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2), torchrun=2)
+    assert '2 processes hold the same weights and bases' in done.stdout
+    assert load(tmp, 'final.pth')['step'] == 3
+    done = run(args(toy_root, tmp, BATCH_SIZE=3), torchrun=2, check=False)
+    assert done.returncode != 0 and 'does not divide over 2 processes' in done.stderr
+
+
+def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_root, tmp_path):
+    tmp = str(tmp_path)
+    shutil.copytree(os.path.join(reference[0], 'models'), os.path.join(tmp, 'models'))
+    done = run(args(toy_root, tmp, LR=0.02, N_BASES=4), check=False)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert 'LR=0.009 (now 0.02)' in done.stderr and 'N_BASES=8 (now 4)' in done.stderr
+    assert 'sh clean.sh' in done.stderr
+    done = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0))
+    assert 'resuming from' in done.stdout and 'at step 6' in done.stdout
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path):
+    tmp = str(tmp_path)
+    done = run(args(toy_root, tmp, LR=1e30), check=False)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert 'training stopped; lower LR' in done.stderr, done.stderr
+    ckpt = load(tmp, 'latest.pth')
+    assert all(torch.isfinite(t).all() for t in ckpt['net'].values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['junk'], "unexpected argument 'junk'"),
+    (['BATCH_SIZE=0'], 'BATCH_SIZE=0 must be at least 1'),
+    (['LR=-1.0'], 'LR=-1.0 must be a finite number'),
+    (['NO_SUCH_KEY=1'], "unknown setting 'NO_SUCH_KEY'"),
+    (['DATA_ROOT=/no/such/folder'], 'DATA_ROOT'),
+    (['PRETRAINED=/no/such/weights.pth'], 'pass PRETRAINED= to train from scratch'),
+])
+def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path, capsys):
+    import train
+    with pytest.raises(SystemExit) as e:
+        train.main(args(toy_root, str(tmp_path)) + argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+
+
+# ---------------------------------------------------------------------------- scripts
+
+def test_clean_sh_removes_run_outputs_and_keeps_imagenet_weights(tmp_path):
+    project = tmp_path / 'project'
+    (project / 'models').mkdir(parents=True)
+    (project / 'logdir' / 'sub').mkdir(parents=True)
+    (project / '__pycache__').mkdir()
+    shutil.copy(os.path.join(ROOT, 'clean.sh'), project)
+    shutil.copy(os.path.join(ROOT, 'settings.py'), project)
+    keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth']
+    gone = ['models/latest.pth', 'models/final.pth', 'models/step_2000.pth',
+            'models/latest.pth.tmp123', 'logdir/events.out', 'logdir/sub/x', '__pycache__/a.pyc']
+    for name in keep + gone:
+        (project / name).write_text('x')
+    for _ in range(2):  # from another folder, twice in a row
+        done = subprocess.run(['sh', str(project / 'clean.sh')], cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, 'PYTHON': sys.executable})
+        assert done.returncode == 0, done.stderr
+    assert all((project / name).exists() for name in keep)
+    assert not any((project / name).exists() for name in gone)
+    assert (project / 'logdir').is_dir() and not os.listdir(project / 'logdir')
+
+
+def test_tensorboard_sh_serves_log_dir_on_localhost(tmp_path):
+    fake = tmp_path / 'tensorboard'
+    fake.write_text('#!/bin/sh\necho ARGS "$@"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, 'PATH': f'{tmp_path}:{os.environ["PATH"]}', 'PYTHON': sys.executable}
+    done = subprocess.run(['sh', os.path.join(ROOT, 'tensorboard.sh'), '7007'], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    log_dir = os.path.realpath(config.path(settings.LOG_DIR))
+    assert f'ARGS --logdir {log_dir} --host 127.0.0.1 --port 7007' in done.stdout, done.stdout
+    assert 'ssh -N -L 7007:127.0.0.1:7007' in done.stdout

@@ -1,0 +1,369 @@
+"""Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]`.
+
+One loop for the CPU, one GPU, and many GPUs or nodes (`torchrun --nproc_per_node=4 train.py`).
+A run resumes from MODEL_DIR/latest.pth when it exists, and ends with the same weights, bit for
+bit on the CPU, as a run never interrupted: the data order, the augmentation and the random
+numbers of every step follow from SEED and the step alone.
+"""
+import datetime
+import hashlib
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import config
+import dataset
+import eval as evaluation
+import network
+import settings
+import transforms
+
+# Settings that define the model and the recipe: a run resumes from latest.pth only when they
+# equal those stored in it. The others (paths, DATA_ROOT, PRETRAINED, NUM_WORKERS, ITER_SAVE,
+# logging, validation and evaluation knobs, COMPILE) may change between a run and its resume.
+RECIPE_KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLIT',
+               'N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'BN_MOM', 'EMA_CHANNELS', 'N_BASES',
+               'EM_MOM', 'STAGE_NUM', 'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM',
+               'POLY_POWER', 'WEIGHT_DECAY', 'SEED', 'AMP')
+
+
+# ---------------------------------------------------------------------------- recipe
+
+def param_groups(net):
+    """The original's three groups: conv weights (decay), BN weights (no decay), biases (2x LR)."""
+    conv, bn, bias = [], [], []
+    for name, module in net.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == 'bias':
+                bias.append(p)
+            elif isinstance(module, nn.modules.conv._ConvNd):
+                conv.append(p)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                bn.append(p)
+            else:
+                raise TypeError(f'parameter {name}.{pname} fits none of the three groups')
+    return [dict(params=conv, name='conv_weight', lr_mult=1, weight_decay=settings.WEIGHT_DECAY),
+            dict(params=bn, name='bn_weight', lr_mult=1, weight_decay=0.0),
+            dict(params=bias, name='bias', lr_mult=2, weight_decay=0.0)]
+
+
+def poly_lr(it):
+    """LR * (1 - it / ITER_MAX) ^ POLY_POWER, updated every LR_DECAY iterations."""
+    it -= it % settings.LR_DECAY
+    return settings.LR * (1 - it / settings.ITER_MAX) ** settings.POLY_POWER
+
+
+def set_lr(optimizer, it):
+    for group in optimizer.param_groups:
+        group['lr'] = poly_lr(it) * group['lr_mult']
+
+
+def loss_fn(logits, label):
+    """Per-pixel cross-entropy; ignored pixels count as 0 in the mean over H*W, then the batch."""
+    loss = F.cross_entropy(logits.float(), label, ignore_index=settings.IGNORE_LABEL,
+                           reduction='none')
+    return loss.flatten(1).mean(1).mean()
+
+
+# ---------------------------------------------------------------------------- sampling
+
+def seed_of(*parts):
+    """A 63-bit seed that depends on every part (no collisions between (1, 23) and (12, 3))."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], 'little') >> 1
+
+
+_perms = {}
+
+
+def sample(g, n):
+    """Global sample g of the stream: epoch e = g // n, index e * n + perm_e[g % n]."""
+    e = g // n
+    if e not in _perms:
+        _perms.clear()  # one epoch at a time
+        gen = torch.Generator().manual_seed(seed_of('epoch', settings.SEED, e))
+        _perms[e] = torch.randperm(n, generator=gen).tolist()
+    return e * n + _perms[e][g % n]
+
+
+def step_indices(step, n, rank, world):
+    """The dataset indices of `step` on `rank`: stream slice [s*B + r*b, s*B + (r+1)*b)."""
+    b = settings.BATCH_SIZE // world
+    first = step * settings.BATCH_SIZE + rank * b
+    return [sample(g, n) for g in range(first, first + b)]
+
+
+class Batches(torch.utils.data.Sampler):
+    """Batch sampler of steps [start, stop) for one rank; resuming needs only `start`."""
+
+    def __init__(self, n, start, stop, rank, world):
+        self.n, self.start, self.stop, self.rank, self.world = n, start, stop, rank, world
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield step_indices(step, self.n, self.rank, self.world)
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+# ---------------------------------------------------------------------------- checks
+
+def check_settings(world):
+    for key in ('BATCH_SIZE', 'ITER_MAX', 'ITER_SAVE', 'LR_DECAY', 'LOG_EVERY'):
+        if getattr(settings, key) < 1:
+            raise config.UserError(f'{key}={getattr(settings, key)} must be at least 1; '
+                                   f'set it in settings.py or pass {key}=<n>.')
+    for key in ('NUM_WORKERS', 'IMAGE_EVERY', 'VAL_EVERY'):
+        if getattr(settings, key) < 0:
+            raise config.UserError(f'{key}={getattr(settings, key)} must be 0 or more; '
+                                   f'set it in settings.py or pass {key}=<n>.')
+    for key in ('LR', 'LR_MOM', 'WEIGHT_DECAY', 'POLY_POWER'):
+        if not (math.isfinite(getattr(settings, key)) and getattr(settings, key) >= 0):
+            raise config.UserError(f'{key}={getattr(settings, key)} must be a finite number '
+                                   f'>= 0; set it in settings.py or pass {key}=<x>.')
+    if settings.BATCH_SIZE % world:
+        fit = world * max(1, settings.BATCH_SIZE // world)
+        raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '
+                               f'does not divide over {world} processes; pass a multiple of '
+                               f'{world}, like BATCH_SIZE={fit}.')
+    weights = config.path(settings.PRETRAINED)
+    if settings.PRETRAINED and not os.path.isfile(weights):
+        raise config.UserError(f'the ImageNet weights {weights} (PRETRAINED) do not exist; put '
+                               f'the file there, or pass PRETRAINED= to train from scratch.')
+
+
+def check_recipe(ckpt, target):
+    """Stop when latest.pth was trained with other model- or recipe-defining settings."""
+    if 'optimizer' not in ckpt or 'settings' not in ckpt:
+        raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
+                               f'training cannot resume from it; move it away or run '
+                               f'`sh clean.sh` to start afresh.')
+    saved, now = ckpt['settings'], config.resolved()
+    differ = [k for k in RECIPE_KEYS if saved.get(k) != now[k]]
+    if differ:
+        diffs = ', '.join(f'{k}={saved.get(k)!r} (now {now[k]!r})' for k in differ)
+        raise config.UserError(f'{target} was trained with {diffs}; change them back to '
+                               f'resume, or run `sh clean.sh` to delete the checkpoints and '
+                               f'start afresh.')
+
+
+def diverged(what, target):
+    kept = (f'the last good checkpoint {target} is kept' if os.path.exists(target) else
+            'no checkpoint was written yet')
+    return config.UserError(f'{what}, so training stopped; lower LR (now {settings.LR}) or '
+                            f'check the data; {kept}.')
+
+
+def all_finite(model):
+    return all(torch.isfinite(t).all() for t in model.state_dict().values()
+               if t.is_floating_point())
+
+
+# ---------------------------------------------------------------------------- output
+
+class Log:
+    """Lines on stdout and in LOG_DIR/train.log, TensorBoard scalars and images; rank 0 only."""
+
+    def __init__(self, rank):
+        self.on = rank == 0
+        self.dir = config.path(settings.LOG_DIR)
+        self.tb = None
+        if self.on:
+            from tensorboardX import SummaryWriter
+            os.makedirs(self.dir, exist_ok=True)
+            self.file = open(os.path.join(self.dir, 'train.log'), 'a')
+            self.tb = SummaryWriter(self.dir)
+
+    def __call__(self, line):
+        if self.on:
+            print(line, flush=True)
+            self.file.write(line + '\n')
+            self.file.flush()
+
+    def scalars(self, step, values):
+        for tag, value in values.items() if self.on else ():
+            self.tb.add_scalar(tag, value, step)
+
+    def panel(self, step, image, label, logits):
+        """Input, ground truth and prediction of the batch's first image, side by side."""
+        if self.on:
+            pred = logits[0].argmax(0).cpu().numpy()
+            row = [image[0].permute(1, 2, 0).numpy(), dataset.colorize(label[0].numpy()),
+                   dataset.colorize(pred)]
+            self.tb.add_image('train/input_truth_prediction', np.concatenate(row, 1), step,
+                              dataformats='HWC')
+
+    def close(self):
+        if self.on:
+            self.tb.close()
+            self.file.close()
+
+
+def save(name, model, optimizer, step, rank, world):
+    if rank != 0:
+        return
+    rng = {'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng['cuda'] = torch.cuda.get_rng_state_all()
+    ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
+            'rng': rng, 'settings': config.resolved(), 'world_size': world}
+    config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
+
+
+def describe(device, world):
+    if device.type == 'cuda':
+        return f'{world} x {torch.cuda.get_device_name(device)}'
+    return f'{world} x cpu ({torch.get_num_threads()} threads each)'
+
+
+# ---------------------------------------------------------------------------- training
+
+def train(rank, world, device):
+    cuda = device.type == 'cuda'
+    target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth')
+    ckpt = config.load_checkpoint(target) if os.path.exists(target) else None
+    if ckpt is not None:
+        check_recipe(ckpt, target)
+    start = ckpt['step'] if ckpt else 0
+    train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
+    val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
+
+    log = Log(rank)
+    record = config.run_record(devices=describe(device, world), world_size=world,
+                               start_step=start)
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+    if rank == 0:
+        config.write_record(record, log.dir, f'train-{stamp}-step{start}.json')
+    log(f'git {record["git_sha"]}' + (' (dirty)' if record['git_dirty'] else ''))
+    log('versions: ' + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
+    log(f'devices: {record["devices"]}')
+    log('settings: ' + ', '.join(f'{k}={v!r}' for k, v in record['settings'].items()))
+
+    # model, optimizer, and the state of a run to resume
+    torch.manual_seed(settings.SEED)
+    model = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+    if ckpt:
+        model.load_state_dict(ckpt['net'])
+        log(f'resuming from {target} at step {start}')
+    elif settings.PRETRAINED:
+        n = network.load_imagenet(model, config.path(settings.PRETRAINED))
+        log(f'loaded {n} ImageNet tensors from {config.path(settings.PRETRAINED)}')
+    else:
+        log('training from scratch (PRETRAINED is empty)')
+    if world > 1 and cuda:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    optimizer = torch.optim.SGD(param_groups(model), lr=settings.LR, momentum=settings.LR_MOM)
+    if ckpt:
+        optimizer.load_state_dict(ckpt['optimizer'])
+        torch.set_rng_state(ckpt['rng']['torch'])
+    net = model
+    if world > 1:  # the EM unit's parameter conv1 gets no gradient (its EM loop runs no_grad)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
+                                                  find_unused_parameters=True)
+    if settings.COMPILE and cuda:
+        net = torch.compile(net)
+    elif settings.COMPILE:
+        log('COMPILE is for CUDA only; the CPU runs eagerly')
+
+    # data: per-rank batch and workers; the sampler makes step s of rank r from (SEED, s, r)
+    workers = settings.NUM_WORKERS // world + (rank < settings.NUM_WORKERS % world)
+    batches = Batches(len(train_set), start, settings.ITER_MAX, rank, world)
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=workers,
+                                         pin_memory=cuda)
+
+    net.train()
+    step, every, t_start = start, max(1, settings.ITER_SAVE // 10), time.time()
+    t_log = (t_start, start)
+    for image, label in loader:
+        torch.manual_seed(seed_of('step', settings.SEED, step, rank))  # dropout of this step
+        set_lr(optimizer, step)
+        x = transforms.normalize_batch(image.to(device, non_blocking=True), settings.MEAN,
+                                       settings.STD)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.AMP):
+            logits = net(x)
+        loss = loss_fn(logits, label.to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.detach().clone()
+        if world > 1:
+            dist.all_reduce(value)
+            value /= world
+        value = value.item()
+        if not math.isfinite(value):
+            raise diverged(f'the loss became {value} at step {step + 1}', target)
+        optimizer.step()
+        step += 1
+
+        # log, images, validation, checkpoints
+        log.scalars(step, {'train/loss': value,
+                           **{f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups}})
+        if step % settings.LOG_EVERY == 0 or step == settings.ITER_MAX:
+            now = time.time()
+            speed = (step - t_log[1]) * settings.BATCH_SIZE / (now - t_log[0])
+            eta = (now - t_start) / (step - start) * (settings.ITER_MAX - step)
+            mem = f'{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB' if cuda else '-'
+            log(f'step {step}/{settings.ITER_MAX}  loss {value:.4f}  lr {poly_lr(step - 1):.3e}  '
+                f'{speed:.1f} img/s  eta {datetime.timedelta(seconds=round(eta))}  '
+                f'peak mem {mem}')
+            log.scalars(step, {'train/images_per_s': speed})
+            t_log = (now, step)
+        if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0:
+            log.panel(step, image, label, logits.detach().float())
+        if settings.VAL_EVERY and (step % settings.VAL_EVERY == 0 or step == settings.ITER_MAX):
+            scores = evaluation.validate(model, val_set, device)
+            scores = scores if isinstance(scores, dict) else evaluation.scores(scores)
+            model.train()
+            log(f'step {step}  val mIoU {scores["mIoU"]:.4f}')
+            log.scalars(step, {'val/mIoU': scores['mIoU']})
+        if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
+            if not all_finite(model):
+                raise diverged(f'the weights became non-finite at step {step}', target)
+            if step % settings.ITER_SAVE == 0:
+                save(f'step_{step}.pth', model, optimizer, step, rank, world)
+            save('latest.pth', model, optimizer, step, rank, world)
+
+    if world > 1:  # every rank must hold the same weights and bases, bit for bit
+        digest = hashlib.sha256()
+        for key, t in model.state_dict().items():
+            if 'running_' not in key and 'num_batches' not in key:  # BN statistics are local
+                digest.update(t.detach().cpu().flatten().view(torch.uint8).numpy())
+        digests = [None] * world
+        dist.all_gather_object(digests, digest.hexdigest())
+        same = len(set(digests)) == 1
+        log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
+    save('final.pth', model, optimizer, step, rank, world)
+    log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
+    log.close()
+
+
+@config.main
+def main(argv):
+    rest = config.apply_overrides(argv)
+    if rest:
+        raise config.UserError(f'unexpected argument {rest[0]!r}; train.py takes only '
+                               f'KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
+    rank, world, device = config.init_distributed()
+    try:
+        check_settings(world)
+        train(rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
