@@ -84,13 +84,20 @@ def tag():
 
 def load_net(target, device, keep=()):
     """EMANet with the weights of checkpoint `target`, in eval mode on `device`, and its step.
-    The model settings come from the checkpoint's 'settings' (when it has them) unless named
-    in `keep` (given on the command line); the original's {'net', 'step'} form uses settings."""
+    The model settings and MEAN/STD come from the checkpoint's 'settings' (when it has them)
+    unless named in `keep` (given on the command line), and so does DATA_ROOT when settings.py's
+    is not a folder; the original's {'net', 'step'} form uses settings as they are."""
     ckpt = config.load_checkpoint(target)
     saved = ckpt.get('settings') or {}
-    for key in MODEL_KEYS:
-        if key in saved and key not in keep:
-            setattr(settings, key, saved[key])
+    taken = {k: saved[k] for k in MODEL_KEYS + ('MEAN', 'STD')
+             if k in saved and k not in keep and saved[k] != getattr(settings, k)}
+    if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
+            and not os.path.isdir(config.path(settings.DATA_ROOT))):
+        taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
+    for key, value in taken.items():
+        setattr(settings, key, value)
+    if taken and (not dist.is_initialized() or dist.get_rank() == 0):
+        print(f'from the checkpoint: {describe(taken)}', flush=True)
     state = ckpt['net']
     if not isinstance(state, dict):
         raise config.UserError(f'checkpoint {target} has no state dict under "net"; give a '
@@ -142,7 +149,7 @@ def describe(values):
 # ---------------------------------------------------------------------------- inference
 
 
-def validate(net, data, device, pred_dir=None, progress=False):
+def validate(net, dataset, device, pred_dir=None, progress=False):
     """Scores (see `scores`) of `net` on a ValDataset, with EVAL_SCALES and EVAL_FLIP. Under
     torch.distributed every process takes every world-th image and the confusion matrices are
     summed, so all processes must call it and all get the same scores. With `pred_dir` each
@@ -151,10 +158,12 @@ def validate(net, data, device, pred_dir=None, progress=False):
         raise config.UserError(f'EVAL_SCALES={settings.EVAL_SCALES!r} needs one or more '
                                f'positive scales, like EVAL_SCALES=(1.0,).')
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    # DDP may broadcast buffers at a forward: a collective that uneven shares would hang on
+    net = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
     n = settings.N_CLASSES
     conf = torch.zeros(n, n, dtype=torch.int64, device=device)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(data, range(rank, len(data), world)), batch_size=None,
+        torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), batch_size=None,
         num_workers=min(settings.NUM_WORKERS // world, 4), pin_memory=device.type == 'cuda')
     if pred_dir:
         os.makedirs(pred_dir, exist_ok=True)
@@ -276,7 +285,8 @@ def save_png(pred, target):
 
 def draw_attention(net, data, device, out_dir, writer=None, step=0):
     """For the first ATTN_IMAGES images: the input, the prediction and the K responsibility
-    maps of the last E-step (0 blue .. 1 red), as out_dir/<id>.png and TensorBoard images."""
+    maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard images (at most
+    2048 pixels wide)."""
     os.makedirs(out_dir, exist_ok=True)
     was_training = net.training
     net.eval()
@@ -287,13 +297,15 @@ def draw_attention(net, data, device, out_dir, writer=None, step=0):
             x = transforms.normalize_batch(image[None].to(device), settings.MEAN, settings.STD)
             with torch.no_grad(), autocast(device):
                 logits, z = net(x, return_attention=True)
-            z = resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(0, 1).cpu().numpy()
+            z = resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(min=0).cpu().numpy()
             pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
             picture = grid(attention_tiles(image[:, :h, :w].permute(1, 2, 0).numpy(), z, pred))
             paths.append(os.path.join(out_dir, f'{id_}.png'))
             Image.fromarray(picture).save(paths[-1])
             if writer is not None:
-                writer.add_image(f'attention/{id_}', picture, step, dataformats='HWC')
+                f = min(1, 2048 / max(picture.shape))
+                small = cv2.resize(picture, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+                writer.add_image(f'attention/{id_}', small, step, dataformats='HWC')
     finally:
         net.train(was_training)
     return paths
@@ -301,9 +313,10 @@ def draw_attention(net, data, device, out_dir, writer=None, step=0):
 
 def attention_tiles(image, z, pred):
     """RGB uint8 tiles (h, w, 3): the image (h, w, 3), the coloured prediction (h, w), then
-    one per map of z (K, h, w) in [0, 1], on a fixed colour scale."""
-    maps = [cv2.applyColorMap(np.round(255 * m).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-            for m in z]
+    one per map of z (K, h, w), each stretched from its minimum (blue) to its maximum (red)."""
+    maps = [(m - m.min()) / max(float(m.max() - m.min()), 1e-12) for m in z]
+    maps = [np.round(255 * m).astype(np.uint8) for m in maps]
+    maps = [cv2.applyColorMap(m, cv2.COLORMAP_JET)[..., ::-1] for m in maps]
     return [np.ascontiguousarray(image), dataset.colorize(pred)] + maps
 
 

@@ -165,7 +165,9 @@ def _worker(rank, world, values, state, init, out):
                                          world_size=world)
     net = network.EMANet(N, 18)
     net.load_state_dict(state)
+    net = nn.parallel.DistributedDataParallel(net)  # as train.py passes it; 2 + 1 images
     result = ev.validate(net, Items(), torch.device('cpu'))
+    assert net.training
     torch.save(result, f'{out}.{rank}')
     torch.distributed.destroy_process_group()
 
@@ -210,18 +212,20 @@ def toy_root(tmp_path_factory):
 def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsys):
     defaults = config.resolved()
     tiny_settings()
-    settings.N_CLASSES = 5  # the toy data's
+    settings.N_CLASSES, settings.DATA_ROOT = 5, toy_root  # the toy data's
     torch.manual_seed(0)
     state = network.EMANet(5, 18).state_dict()
     config.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(), 'optimizer': {}},
                        str(tmp_path / 'final.pth'))
     config.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
-    common = [f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0', 'ATTN_IMAGES=2']
+    common = ['NUM_WORKERS=0', 'ATTN_IMAGES=2']
     for key, value in defaults.items():  # a fresh process: settings.py as it is
         setattr(settings, key, value)
     full = ev.main([f'MODEL_DIR={tmp_path}', f'LOG_DIR={tmp_path}/a', 'SAVE_PRED=True'] + common)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out  # model settings and DATA_ROOT (no folder in settings.py) ...
+    assert 'N_LAYERS=18' in out and f"DATA_ROOT='{toy_root}'" in out  # ... from the checkpoint
     assert 'mIoU' in out and f'{tmp_path}/a/eval_final_ss.json' in out
+    common.append(f'DATA_ROOT={toy_root}')
 
     for key, value in defaults.items():
         setattr(settings, key, value)
