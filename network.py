@@ -119,10 +119,10 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 128, [1] * counts[1], stride=2)
         if stride == 8:
             self.layer3 = self._make_layer(block, 256, [1] + [2] * (counts[2] - 1))
-            self.layer4 = self._make_layer(block, 512, [2, 8, 16])
+            self.layer4 = self._make_layer(block, 512, [2, 8, 16][:counts[3]])
         else:
             self.layer3 = self._make_layer(block, 256, [1] * counts[2], stride=2)
-            self.layer4 = self._make_layer(block, 512, [1, 4, 8])
+            self.layer4 = self._make_layer(block, 512, [1, 4, 8][:counts[3]])
         init_weights(self)
 
     def _make_layer(self, block, planes, dilations, stride=1):

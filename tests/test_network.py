@@ -164,6 +164,11 @@ def test_dilations_follow_the_multi_grid():
     net = network.EMANet(21, 50)
     assert net.extractor[6][0].conv2.stride == (2, 2)
     assert [b.conv2.dilation[0] for b in net.extractor[7]] == [1, 4, 8]
+    tiny_settings(STRIDE=8)
+    net = network.EMANet(21, 18)  # two blocks in layer4: the first two grids
+    assert [len(net.extractor[i]) for i in range(4, 8)] == [2, 2, 2, 2]
+    assert [b.conv1.dilation[0] for b in net.extractor[7]] == [2, 8]
+    assert sum(p.numel() for p in net.extractor.parameters()) == 11176512  # ResNet-18 - fc
 
 
 def read_tsv(name):
