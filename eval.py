@@ -7,7 +7,7 @@ palette PNG predictions and the bases' attention maps.
 
 Read top-down: main, checkpoint, inference, scores, pictures. train.py calls `validate`.
 """
-import json
+import contextlib
 import math
 import os
 import sys
@@ -167,18 +167,15 @@ def validate(net, dataset, device, pred_dir=None, progress=False):
         num_workers=min(settings.NUM_WORKERS // world, 4), pin_memory=device.type == 'cuda')
     if pred_dir:
         os.makedirs(pred_dir, exist_ok=True)
-    was_training = net.training
-    net.eval()
-    try:
-        for image, label, id_, h, w in tqdm(loader, desc='eval', unit='img', dynamic_ncols=True,
-                                            disable=not progress or rank != 0):
+    bar = tqdm(loader, desc='eval', unit='img', dynamic_ncols=True,
+               disable=not progress or rank != 0)
+    with eval_mode(net):
+        for image, label, id_, h, w in bar:
             prob = predict(net, image[None].to(device, non_blocking=True))
             pred = prob[0, :, :h, :w].argmax(0)
             conf += confusion(pred, label[:h, :w].to(device), n, settings.IGNORE_LABEL)
             if pred_dir:
                 save_png(pred.cpu().numpy(), os.path.join(pred_dir, f'{id_}.png'))
-    finally:
-        net.train(was_training)
     if world > 1:
         dist.all_reduce(conf)
     return scores(conf)
@@ -204,6 +201,17 @@ def predict(net, image):
                 total = total + (p if scale == 1 else resize(p, size))
                 count += 1
     return total / count
+
+
+@contextlib.contextmanager
+def eval_mode(net):
+    """net.eval() inside, its train/eval mode as it was after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
 
 
 def resize(x, size):
@@ -284,30 +292,25 @@ def save_png(pred, target):
 
 
 def draw_attention(net, data, device, out_dir, writer=None, step=0):
-    """For the first ATTN_IMAGES images: the input, the prediction and the K responsibility
-    maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard images (at most
+    """For the first ATTN_IMAGES images: the input, the single-scale prediction and the K
+    responsibility maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard images (at most
     2048 pixels wide)."""
     os.makedirs(out_dir, exist_ok=True)
-    was_training = net.training
-    net.eval()
     paths = []
-    try:
-        for i in range(min(settings.ATTN_IMAGES, len(data))):
-            image, _, id_, h, w = data[i]
-            x = transforms.normalize_batch(image[None].to(device), settings.MEAN, settings.STD)
-            with torch.no_grad(), autocast(device):
-                logits, z = net(x, return_attention=True)
-            z = resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(min=0).cpu().numpy()
-            pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
-            picture = grid(attention_tiles(image[:, :h, :w].permute(1, 2, 0).numpy(), z, pred))
-            paths.append(os.path.join(out_dir, f'{id_}.png'))
-            Image.fromarray(picture).save(paths[-1])
-            if writer is not None:
-                f = min(1, 2048 / max(picture.shape))
-                small = cv2.resize(picture, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-                writer.add_image(f'attention/{id_}', small, step, dataformats='HWC')
-    finally:
-        net.train(was_training)
+    for i in range(min(settings.ATTN_IMAGES, len(data))):
+        image, _, id_, h, w = data[i]
+        x = transforms.normalize_batch(image[None].to(device), settings.MEAN, settings.STD)
+        with eval_mode(net), torch.no_grad(), autocast(device):
+            logits, z = net(x, return_attention=True)
+        z = resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(min=0).cpu().numpy()
+        pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
+        picture = grid(attention_tiles(image[:, :h, :w].permute(1, 2, 0).numpy(), z, pred))
+        paths.append(os.path.join(out_dir, f'{id_}.png'))
+        Image.fromarray(picture).save(paths[-1])
+        if writer is not None:
+            f = min(1, 2048 / max(picture.shape))
+            small = cv2.resize(picture, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            writer.add_image(f'attention/{id_}', small, step, dataformats='HWC')
     return paths
 
 

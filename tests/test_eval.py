@@ -182,6 +182,20 @@ def test_two_processes_give_the_numbers_of_one(net, tmp_path):
         assert two['confusion'] == one['confusion'] and two['mIoU'] == one['mIoU']
 
 
+def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
+    state = {f'module.{k}': v for k, v in net.state_dict().items()
+             if not k.endswith('num_batches_tracked')}  # DataParallel, PyTorch < 0.4.1
+    config.save_atomic({'net': state, 'settings': config.resolved()}, str(tmp_path / 'a.pth'))
+    settings.STRIDE, settings.N_LAYERS = 16, 50
+    loaded, step = ev.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
+    assert step is None and settings.N_LAYERS == 18 and settings.STRIDE == 16  # command line
+    assert not loaded.training and loaded.extractor[6][0].conv1.stride == (2, 2)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, net.state_dict()[key])
+    with pytest.raises(config.UserError, match='nothing.pth does not exist'):
+        ev.load_net(str(tmp_path / 'nothing.pth'), torch.device('cpu'))
+
+
 # ---------------------------------------------------------------------------- pictures
 
 def test_attention_grid_has_k_maps_of_the_image_size(net, tmp_path):
