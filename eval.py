@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import config
@@ -59,7 +60,6 @@ def main(argv=None):
         print(f'scores: {out}', flush=True)
         if pred_dir:
             print(f'predictions: {pred_dir}', flush=True)
-        from tensorboardX import SummaryWriter
         with SummaryWriter(log_dir) as writer:
             for key in HEADLINE:
                 writer.add_scalar(f'eval_{tag()}/{key}', result[key], step or 0)
@@ -293,8 +293,8 @@ def save_png(pred, target):
 
 def draw_attention(net, data, device, out_dir, writer=None, step=0):
     """For the first ATTN_IMAGES images: the input, the single-scale prediction and the K
-    responsibility maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard images (at most
-    2048 pixels wide)."""
+    responsibility maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard
+    images (at most 2048 pixels wide). Returns the PNG paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for i in range(min(settings.ATTN_IMAGES, len(data))):
