@@ -73,11 +73,12 @@ def main(argv=None):
 
 
 def tag():
-    """'ss' for single scale, else the scales and flip, e.g. 'ms0.5-1-1.5_flip'."""
-    scales = tuple(settings.EVAL_SCALES)
-    if scales == (1.0,) and not settings.EVAL_FLIP:
-        return 'ss'
-    return 'ms' + '-'.join(f'{s:g}' for s in scales) + ('_flip' if settings.EVAL_FLIP else '')
+    """'ss' for single scale, else the scales and flip, e.g. 'ms0.5-1-1.5_flip'; '_T<n>' added
+    for STAGE_NUM_EVAL=n (n > 0)."""
+    scales, flip = tuple(settings.EVAL_SCALES), settings.EVAL_FLIP
+    name = 'ss' if scales == (1.0,) and not flip else (
+        'ms' + '-'.join(f'{s:g}' for s in scales) + ('_flip' if flip else ''))
+    return name + (f'_T{settings.STAGE_NUM_EVAL}' if settings.STAGE_NUM_EVAL else '')
 
 # ---------------------------------------------------------------------------- checkpoint
 
@@ -273,8 +274,8 @@ def finite(result):
 def table(result):
     """The scores as a readable table, in percent."""
     pct = lambda v: '     -' if math.isnan(v) else f'{100 * v:6.2f}'  # noqa: E731
-    width = max(len(n) for n in result['per_class']) + 2
-    lines = [f'{"class":<{width}}   IoU    acc']
+    width = max(9, *(len(n) for n in result['per_class'])) + 2
+    lines = [f'{"class (%)":<{width}}   IoU    acc']
     lines += [f'{name:<{width}}{pct(iou)} {pct(result["per_class_acc"][name])}'
               for name, iou in result['per_class'].items()]
     lines.append('  '.join(f'{k} {pct(result[k]).strip()}' for k in HEADLINE)
