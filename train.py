@@ -155,6 +155,21 @@ def check_recipe(ckpt, target):
                                f'start afresh.')
 
 
+def load_net(model, state, target):
+    """Load a checkpoint's weights, or say why they do not fit this code's network."""
+    mine = model.state_dict()
+    missing, extra = sorted(mine.keys() - state.keys()), sorted(state.keys() - mine.keys())
+    shapes = sorted(k for k in mine.keys() & state.keys() if mine[k].shape != state[k].shape)
+    if missing or extra or shapes:
+        what = '; '.join(f'{n} {len(keys)} ({", ".join(keys[:3])}{", ..." * (len(keys) > 3)})'
+                         for n, keys in (('missing', missing), ('unexpected', extra),
+                                         ('other shape', shapes)) if keys)
+        raise config.UserError(f'the weights in {target} do not fit the network this code '
+                               f'builds ({what}); train with the code that wrote it, or run '
+                               f'`sh clean.sh` to start afresh.')
+    model.load_state_dict(state)
+
+
 def diverged(what, target):
     kept = (f'the last good checkpoint {target} is kept' if os.path.exists(target) else
             'no checkpoint was written yet')
@@ -233,6 +248,12 @@ def train(rank, world, device):
     if ckpt is not None:
         check_recipe(ckpt, target)
     start = ckpt['step'] if ckpt else 0
+    if world > 1:  # on many nodes MODEL_DIR must be one folder that every node sees
+        starts = [None] * world
+        dist.all_gather_object(starts, start)
+        if len(set(starts)) > 1:
+            raise config.UserError(f'the processes found different latest.pth files (steps '
+                                   f'{starts}); put MODEL_DIR on a folder shared by all nodes.')
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
 
@@ -251,7 +272,7 @@ def train(rank, world, device):
     torch.manual_seed(settings.SEED)
     model = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
     if ckpt:
-        model.load_state_dict(ckpt['net'])
+        load_net(model, ckpt['net'], target)
         log(f'resuming from {target} at step {start}')
     elif settings.PRETRAINED:
         n = network.load_imagenet(model, config.path(settings.PRETRAINED))
@@ -267,7 +288,9 @@ def train(rank, world, device):
     optimizer = torch.optim.SGD(param_groups(model), lr=settings.LR, momentum=settings.LR_MOM)
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
-        torch.set_rng_state(ckpt['rng']['torch'])
+        torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see the loop)
+        if cuda and len(ckpt['rng'].get('cuda', ())) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(ckpt['rng']['cuda'])
     net = model
     if world > 1:  # the EM unit's parameter conv1 gets no gradient (its EM loop runs no_grad)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
@@ -360,6 +383,10 @@ def main(argv):
     try:
         check_settings(world)
         train(rank, world, device)
+    except KeyboardInterrupt:
+        print(f'interrupted; the same command resumes from {config.path(settings.MODEL_DIR)}'
+              f'/latest.pth when it was written', file=sys.stderr, flush=True)
+        sys.exit(130)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -26,11 +26,23 @@ def args(toy_root, tmp, **over):
     return [f'{k}={v}' if isinstance(v, str) else f'{k}={v!r}' for k, v in values.items()]
 
 
+# One thread per process: on a small shared machine more threads mostly wait for each other.
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run(argv, torchrun=0, check=True):
     launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone',
                  f'--nproc_per_node={torchrun}'] if torchrun else [sys.executable])
     done = subprocess.run(launcher + [os.path.join(ROOT, 'train.py'), *argv],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=ENV)
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
@@ -160,24 +172,39 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert any(f.startswith('train-') and f.endswith('.json') for f in logs)
     with open(os.path.join(tmp, 'logdir', 'train.log')) as f:
         assert 'step 6/6' in f.read()
+    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    events = accumulator.EventAccumulator(os.path.join(tmp, 'logdir'))
+    events.Reload()
+    tags = events.Tags()
+    assert {'train/loss', 'train/images_per_s', 'lr/conv_weight', 'lr/bn_weight', 'lr/bias',
+            'val/mIoU'} <= set(tags['scalars'])
+    assert [e.step for e in events.Scalars('train/loss')] == [1, 2, 3, 4, 5, 6]
+    bias, conv = events.Scalars('lr/bias'), events.Scalars('lr/conv_weight')
+    assert bias[0].value == pytest.approx(2 * conv[0].value) == pytest.approx(0.018)
+    assert len(events.Images('train/input_truth_prediction')) == 2  # steps 3 and 6
 
 
 def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path):
     tmp = str(tmp_path)
-    argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1)
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1, ITER_SAVE=3)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
-    latest, deadline = os.path.join(tmp, 'models', 'latest.pth'), time.time() + 120
-    while not os.path.exists(latest) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside step 2 or 3, perhaps in a save
-    os.killpg(proc.pid, signal.SIGKILL)
+    for line in proc.stdout:  # the log line of step 3 comes just before its save
+        if line.startswith('step 3/6'):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the process and its loader workers
     proc.wait()
-    assert load(tmp, 'latest.pth')['step'] < 6, 'the run ended before it was killed'
-    done = run(argv)
+    proc.stdout.close()
+    assert load(tmp, 'latest.pth')['step'] in (2, 3)
+    assert not os.path.exists(os.path.join(tmp, 'models', 'final.pth'))
+    with open(os.path.join(tmp, 'models', 'latest.pth.tmp99999'), 'wb') as f:
+        f.write(b'half a checkpoint')  # what a kill during a save leaves behind
+    done = run(argv + ['NUM_WORKERS=0'])  # the loader workers do not change the data
     assert 'resuming from' in done.stdout
     assert_same_state(load(tmp, 'final.pth'), load(reference[0], 'final.pth'))
+    for name in ('step_3.pth', 'step_6.pth'):  # its other checkpoints match the reference too
+        assert_same_state(load(tmp, name), load(reference[0], name))
 
 
 def test_torchrun_two_processes_agree(toy_root, tmp_path):
@@ -196,6 +223,13 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
     assert done.returncode == 2 and 'Traceback' not in done.stderr
     assert 'LR=0.009 (now 0.02)' in done.stderr and 'N_BASES=8 (now 4)' in done.stderr
     assert 'sh clean.sh' in done.stderr
+    ckpt = load(tmp, 'latest.pth')
+    ckpt['net']['fc2.extra'] = ckpt['net'].pop('fc2.bias')
+    torch.save(ckpt, os.path.join(tmp, 'models', 'latest.pth'))
+    done = run(args(toy_root, tmp), check=False)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert 'do not fit the network' in done.stderr and 'missing 1 (fc2.bias)' in done.stderr
+    shutil.copy(os.path.join(reference[0], 'models', 'latest.pth'), os.path.join(tmp, 'models'))
     done = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0))
     assert 'resuming from' in done.stdout and 'at step 6' in done.stdout
 
