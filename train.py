@@ -6,6 +6,7 @@ bit on the CPU, as a run never interrupted: the data order, the augmentation and
 numbers of every step follow from SEED and the step alone.
 """
 import datetime
+import functools
 import hashlib
 import math
 import os
@@ -80,17 +81,15 @@ def seed_of(*parts):
     return int.from_bytes(digest[:8], 'little') >> 1
 
 
-_perms = {}
+@functools.lru_cache(maxsize=2)
+def permutation(seed, epoch, n):
+    generator = torch.Generator().manual_seed(seed_of('epoch', seed, epoch))
+    return torch.randperm(n, generator=generator).tolist()
 
 
 def sample(g, n):
     """Global sample g of the stream: epoch e = g // n, index e * n + perm_e[g % n]."""
-    e = g // n
-    if e not in _perms:
-        _perms.clear()  # one epoch at a time
-        gen = torch.Generator().manual_seed(seed_of('epoch', settings.SEED, e))
-        _perms[e] = torch.randperm(n, generator=gen).tolist()
-    return e * n + _perms[e][g % n]
+    return g // n * n + permutation(settings.SEED, g // n, n)[g % n]
 
 
 def step_indices(step, n, rank, world):
@@ -100,35 +99,18 @@ def step_indices(step, n, rank, world):
     return [sample(g, n) for g in range(first, first + b)]
 
 
-class Batches(torch.utils.data.Sampler):
-    """Batch sampler of steps [start, stop) for one rank; resuming needs only `start`."""
-
-    def __init__(self, n, start, stop, rank, world):
-        self.n, self.start, self.stop, self.rank, self.world = n, start, stop, rank, world
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield step_indices(step, self.n, self.rank, self.world)
-
-    def __len__(self):
-        return self.stop - self.start
-
-
 # ---------------------------------------------------------------------------- checks
 
 def check_settings(world):
-    for key in ('BATCH_SIZE', 'ITER_MAX', 'ITER_SAVE', 'LR_DECAY', 'LOG_EVERY'):
-        if getattr(settings, key) < 1:
-            raise config.UserError(f'{key}={getattr(settings, key)} must be at least 1; '
-                                   f'set it in settings.py or pass {key}=<n>.')
-    for key in ('NUM_WORKERS', 'IMAGE_EVERY', 'VAL_EVERY'):
-        if getattr(settings, key) < 0:
-            raise config.UserError(f'{key}={getattr(settings, key)} must be 0 or more; '
-                                   f'set it in settings.py or pass {key}=<n>.')
-    for key in ('LR', 'LR_MOM', 'WEIGHT_DECAY', 'POLY_POWER'):
-        if not (math.isfinite(getattr(settings, key)) and getattr(settings, key) >= 0):
-            raise config.UserError(f'{key}={getattr(settings, key)} must be a finite number '
-                                   f'>= 0; set it in settings.py or pass {key}=<x>.')
+    s = config.resolved()
+    bad = ([f'{k}={s[k]} must be at least 1' for k in
+            ('BATCH_SIZE', 'ITER_MAX', 'ITER_SAVE', 'LR_DECAY', 'LOG_EVERY') if s[k] < 1] +
+           [f'{k}={s[k]} must be 0 or more' for k in
+            ('NUM_WORKERS', 'IMAGE_EVERY', 'VAL_EVERY') if s[k] < 0] +
+           [f'{k}={s[k]} must be a finite number >= 0' for k in
+            ('LR', 'LR_MOM', 'WEIGHT_DECAY', 'POLY_POWER') if not 0 <= s[k] < math.inf])
+    if bad:
+        raise config.UserError(f'{bad[0]}; set it in settings.py or pass it as KEY=VALUE.')
     if settings.BATCH_SIZE % world:
         fit = world * max(1, settings.BATCH_SIZE // world)
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '
@@ -177,25 +159,17 @@ def diverged(what, target):
                             f'check the data; {kept}.')
 
 
-def all_finite(model):
-    return all(torch.isfinite(t).all() for t in model.state_dict().values()
-               if t.is_floating_point())
-
-
 # ---------------------------------------------------------------------------- output
 
 class Log:
     """Lines on stdout and in LOG_DIR/train.log, TensorBoard scalars and images; rank 0 only."""
 
     def __init__(self, rank):
-        self.on = rank == 0
-        self.dir = config.path(settings.LOG_DIR)
-        self.tb = None
+        self.on, self.dir = rank == 0, config.path(settings.LOG_DIR)
         if self.on:
             from tensorboardX import SummaryWriter
-            os.makedirs(self.dir, exist_ok=True)
+            self.tb = SummaryWriter(self.dir)  # makes the folder
             self.file = open(os.path.join(self.dir, 'train.log'), 'a')
-            self.tb = SummaryWriter(self.dir)
 
     def __call__(self, line):
         if self.on:
@@ -233,10 +207,19 @@ def save(name, model, optimizer, step, rank, world):
     config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
-def describe(device, world):
-    if device.type == 'cuda':
-        return f'{world} x {torch.cuda.get_device_name(device)}'
-    return f'{world} x cpu ({torch.get_num_threads()} threads each)'
+def gather(value, world):
+    values = [None] * world
+    dist.all_gather_object(values, value)
+    return values
+
+
+def fingerprint(model):
+    """sha256 of the weights and bases (not of BN statistics: without SyncBN they are local)."""
+    digest = hashlib.sha256()
+    for key, t in model.state_dict().items():
+        if 'running_' not in key and 'num_batches' not in key:
+            digest.update(t.detach().cpu().flatten().view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- training
@@ -248,18 +231,16 @@ def train(rank, world, device):
     if ckpt is not None:
         check_recipe(ckpt, target)
     start = ckpt['step'] if ckpt else 0
-    if world > 1:  # on many nodes MODEL_DIR must be one folder that every node sees
-        starts = [None] * world
-        dist.all_gather_object(starts, start)
-        if len(set(starts)) > 1:
-            raise config.UserError(f'the processes found different latest.pth files (steps '
-                                   f'{starts}); put MODEL_DIR on a folder shared by all nodes.')
+    if world > 1 and len(set(gather(start, world))) > 1:  # one MODEL_DIR that all nodes see
+        raise config.UserError(f'the processes found different latest.pth files (steps '
+                               f'{gather(start, world)}); put MODEL_DIR on a shared folder.')
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
 
     log = Log(rank)
-    record = config.run_record(devices=describe(device, world), world_size=world,
-                               start_step=start)
+    devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
+                               f'cpu ({torch.get_num_threads()} threads each)')
+    record = config.run_record(devices=devices, world_size=world, start_step=start)
     stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
     if rank == 0:
         config.write_record(record, log.dir, f'train-{stamp}-step{start}.json')
@@ -289,8 +270,6 @@ def train(rank, world, device):
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see the loop)
-        if cuda and len(ckpt['rng'].get('cuda', ())) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(ckpt['rng']['cuda'])
     net = model
     if world > 1:  # the EM unit's parameter conv1 gets no gradient (its EM loop runs no_grad)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
@@ -302,7 +281,8 @@ def train(rank, world, device):
 
     # data: per-rank batch and workers; the sampler makes step s of rank r from (SEED, s, r)
     workers = settings.NUM_WORKERS // world + (rank < settings.NUM_WORKERS % world)
-    batches = Batches(len(train_set), start, settings.ITER_MAX, rank, world)
+    batches = (step_indices(s, len(train_set), rank, world)
+               for s in range(start, settings.ITER_MAX))
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=workers,
                                          pin_memory=cuda)
 
@@ -353,20 +333,14 @@ def train(rank, world, device):
             log(f'step {step}  val mIoU {scores["mIoU"]:.4f}')
             log.scalars(step, {'val/mIoU': scores['mIoU']})
         if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
-            if not all_finite(model):
+            if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
                 raise diverged(f'the weights became non-finite at step {step}', target)
             if step % settings.ITER_SAVE == 0:
                 save(f'step_{step}.pth', model, optimizer, step, rank, world)
             save('latest.pth', model, optimizer, step, rank, world)
 
     if world > 1:  # every rank must hold the same weights and bases, bit for bit
-        digest = hashlib.sha256()
-        for key, t in model.state_dict().items():
-            if 'running_' not in key and 'num_batches' not in key:  # BN statistics are local
-                digest.update(t.detach().cpu().flatten().view(torch.uint8).numpy())
-        digests = [None] * world
-        dist.all_gather_object(digests, digest.hexdigest())
-        same = len(set(digests)) == 1
+        same = len(set(gather(fingerprint(model), world))) == 1
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, step, rank, world)
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')

@@ -127,9 +127,7 @@ def test_sampler_splits_one_global_stream_over_ranks():
     assert one == two  # the same images whatever the number of processes
     assert sorted(one[:10]) == list(range(10)) and sorted(one[10:20]) == list(range(10, 20))
     assert [i - 10 for i in one[10:20]] != one[:10]  # each epoch its own order
-    assert list(train.Batches(n, 3, 5, 1, 2)) == [train.step_indices(s, n, 1, 2) for s in (3, 4)]
     settings.SEED = 1
-    train._perms.clear()
     assert [i for i in train.step_indices(0, n, 0, 1)] != one[:4]
 
 
