@@ -1,14 +1,24 @@
 #!/bin/sh
 # Remove what runs produce: the checkpoints train.py writes in MODEL_DIR (latest.pth, final.pth,
 # step_<N>.pth and their *.tmp* leftovers), everything in LOG_DIR, and Python/pytest caches.
-# ImageNet weights and every other file in MODEL_DIR stay. Usage: sh clean.sh (from anywhere).
+# ImageNet weights and every other file in MODEL_DIR stay.
+# Usage, from any folder: sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>] (default: settings.py)
 set -eu
 cd "$(dirname "$0")"
 here=$(pwd -P)
 PY=${PYTHON:-python3}
-dirs=$("$PY" -c 'import os, settings
-for d in (settings.LOG_DIR, settings.MODEL_DIR):
-    print(os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(d))))')
+dirs=$("$PY" - "$@" <<'PYTHON'
+import os, sys
+import settings
+given = dict(arg.partition('=')[::2] for arg in sys.argv[1:])
+for key in given:
+    if key not in ('LOG_DIR', 'MODEL_DIR'):
+        sys.exit(f'clean.sh: {key!r} is not LOG_DIR=<dir> or MODEL_DIR=<dir>; nothing removed')
+for key in ('LOG_DIR', 'MODEL_DIR'):
+    d = os.path.expanduser(given.get(key, getattr(settings, key)))
+    print(os.path.realpath(os.path.join(os.getcwd(), d)))
+PYTHON
+)
 log_dir=$(echo "$dirs" | sed -n 1p)
 model_dir=$(echo "$dirs" | sed -n 2p)
 

@@ -13,4 +13,8 @@ if [ "$host" = 127.0.0.1 ] || [ "$host" = localhost ]; then
     echo "from your own computer: ssh -N -L $port:127.0.0.1:$port $(whoami)@$(hostname)" \
          "then open http://localhost:$port"
 fi
+if ! command -v tensorboard > /dev/null; then
+    echo "tensorboard.sh: no tensorboard command here; pip install tensorboard" >&2
+    exit 2
+fi
 exec tensorboard --logdir "$log_dir" --host "$host" --port "$port"

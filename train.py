@@ -10,6 +10,7 @@ import functools
 import hashlib
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -116,10 +117,16 @@ def check_settings(world):
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '
                                f'does not divide over {world} processes; pass a multiple of '
                                f'{world}, like BATCH_SIZE={fit}.')
-    weights = config.path(settings.PRETRAINED)
+    weights = os.path.normpath(config.path(settings.PRETRAINED))
     if settings.PRETRAINED and not os.path.isfile(weights):
         raise config.UserError(f'the ImageNet weights {weights} (PRETRAINED) do not exist; put '
                                f'the file there, or pass PRETRAINED= to train from scratch.')
+
+
+def clean_command():
+    """`sh clean.sh`, with the MODEL_DIR and LOG_DIR given on this command line."""
+    given = [a for a in sys.argv[1:] if a.startswith(('MODEL_DIR=', 'LOG_DIR='))]
+    return ' '.join(['sh clean.sh'] + [shlex.quote(a) for a in given])
 
 
 def check_recipe(ckpt, target):
@@ -127,14 +134,14 @@ def check_recipe(ckpt, target):
     if 'optimizer' not in ckpt or 'settings' not in ckpt:
         raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
                                f'training cannot resume from it; move it away or run '
-                               f'`sh clean.sh` to start afresh.')
+                               f'`{clean_command()}` to start afresh.')
     saved, now = ckpt['settings'], config.resolved()
     differ = [k for k in RECIPE_KEYS if saved.get(k) != now[k]]
     if differ:
         diffs = ', '.join(f'{k}={saved.get(k)!r} (now {now[k]!r})' for k in differ)
         raise config.UserError(f'{target} was trained with {diffs}; change them back to '
-                               f'resume, or run `sh clean.sh` to delete the checkpoints and '
-                               f'start afresh.')
+                               f'resume, or run `{clean_command()}` to delete its checkpoints '
+                               f'and logs and start afresh.')
 
 
 def load_net(model, state, target):
@@ -148,7 +155,7 @@ def load_net(model, state, target):
                                          ('other shape', shapes)) if keys)
         raise config.UserError(f'the weights in {target} do not fit the network this code '
                                f'builds ({what}); train with the code that wrote it, or run '
-                               f'`sh clean.sh` to start afresh.')
+                               f'`{clean_command()}` to start afresh.')
     model.load_state_dict(state)
 
 

@@ -220,7 +220,7 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
     done = run(args(toy_root, tmp, LR=0.02, N_BASES=4), check=False)
     assert done.returncode == 2 and 'Traceback' not in done.stderr
     assert 'LR=0.009 (now 0.02)' in done.stderr and 'N_BASES=8 (now 4)' in done.stderr
-    assert 'sh clean.sh' in done.stderr
+    assert f"sh clean.sh MODEL_DIR={tmp}/models LOG_DIR={tmp}/logdir`" in done.stderr
     ckpt = load(tmp, 'latest.pth')
     ckpt['net']['fc2.extra'] = ckpt['net'].pop('fc2.bias')
     torch.save(ckpt, os.path.join(tmp, 'models', 'latest.pth'))
@@ -260,22 +260,32 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path,
 
 # ---------------------------------------------------------------------------- scripts
 
+def sh(script, *argv, cwd=None, env=None):
+    return subprocess.run(['sh', str(script), *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, 'PYTHON': sys.executable, **(env or {})})
+
+
 def test_clean_sh_removes_run_outputs_and_keeps_imagenet_weights(tmp_path):
     project = tmp_path / 'project'
     (project / 'models').mkdir(parents=True)
     (project / 'logdir' / 'sub').mkdir(parents=True)
     (project / '__pycache__').mkdir()
+    (tmp_path / 'other').mkdir()
     shutil.copy(os.path.join(ROOT, 'clean.sh'), project)
     shutil.copy(os.path.join(ROOT, 'settings.py'), project)
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth']
     gone = ['models/latest.pth', 'models/final.pth', 'models/step_2000.pth',
             'models/latest.pth.tmp123', 'logdir/events.out', 'logdir/sub/x', '__pycache__/a.pyc']
-    for name in keep + gone:
+    for name in keep + gone + ['../other/latest.pth']:
         (project / name).write_text('x')
+    done = sh(project / 'clean.sh', 'MODEL_DIR=../other', 'DATA_ROOT=/')
+    assert done.returncode != 0 and "'DATA_ROOT' is not LOG_DIR" in done.stderr
+    assert (project / 'models' / 'latest.pth').exists()  # nothing removed
+    done = sh(project / 'clean.sh', 'MODEL_DIR=../other')
+    assert done.returncode == 0 and not (tmp_path / 'other' / 'latest.pth').exists()
+    assert (project / 'models' / 'latest.pth').exists()  # only the MODEL_DIR given
     for _ in range(2):  # from another folder, twice in a row
-        done = subprocess.run(['sh', str(project / 'clean.sh')], cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=60,
-                              env={**os.environ, 'PYTHON': sys.executable})
+        done = sh(project / 'clean.sh', cwd=str(tmp_path))
         assert done.returncode == 0, done.stderr
     assert all((project / name).exists() for name in keep)
     assert not any((project / name).exists() for name in gone)
@@ -286,9 +296,8 @@ def test_tensorboard_sh_serves_log_dir_on_localhost(tmp_path):
     fake = tmp_path / 'tensorboard'
     fake.write_text('#!/bin/sh\necho ARGS "$@"\n')
     fake.chmod(0o755)
-    env = {**os.environ, 'PATH': f'{tmp_path}:{os.environ["PATH"]}', 'PYTHON': sys.executable}
-    done = subprocess.run(['sh', os.path.join(ROOT, 'tensorboard.sh'), '7007'], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = sh(os.path.join(ROOT, 'tensorboard.sh'), '7007', cwd=str(tmp_path),
+              env={'PATH': f'{tmp_path}:{os.environ["PATH"]}'})
     assert done.returncode == 0, done.stderr
     log_dir = os.path.realpath(config.path(settings.LOG_DIR))
     assert f'ARGS --logdir {log_dir} --host 127.0.0.1 --port 7007' in done.stdout, done.stdout
