@@ -124,11 +124,7 @@ def read_label(path, n_classes, ignore):
     """A palette ('P') or grayscale ('L') PNG as uint8 class indices, values checked."""
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if mode in ('P', 'L'):
-                label = np.asarray(img)
-            elif mode in ('I', 'I;16'):
-                label = np.asarray(img).astype(np.int64)
+            mode, label = img.mode, np.asarray(img)
     except (OSError, ValueError, SyntaxError) as e:
         raise config.UserError(f'label {path} cannot be read ({type(e).__name__}); it is '
                                f'missing or not a PNG file.') from None
@@ -171,15 +167,11 @@ def class_names():
 
 def palette():
     """The VOC colour map as a flat list of 768 ints (for PIL 'P' images)."""
-    out = []
-    for i in range(256):
-        r = g = b = 0
-        for bit in range(8):
-            r |= ((i >> (3 * bit)) & 1) << (7 - bit)
-            g |= ((i >> (3 * bit + 1)) & 1) << (7 - bit)
-            b |= ((i >> (3 * bit + 2)) & 1) << (7 - bit)
-        out += [r, g, b]
-    return out
+    i, rgb = np.arange(256), np.zeros((256, 3), np.int64)
+    for bit in range(8):
+        for c in range(3):
+            rgb[:, c] |= ((i >> (3 * bit + c)) & 1) << (7 - bit)
+    return rgb.ravel().tolist()
 
 
 _PALETTE = np.array(palette(), np.uint8).reshape(256, 3)
@@ -198,24 +190,25 @@ def prepare(voc, sbd, workers=None):
     wins) and ImageSets/Segmentation/trainaug.txt into the VOC folder; returns trainaug."""
     voc, sbd = os.path.abspath(voc), os.path.abspath(sbd)
     lists = os.path.join(voc, 'ImageSets', 'Segmentation')
-    need = [(voc, 'the VOC 2012 folder (VOCdevkit/VOC2012)', os.path.isdir),
-            (os.path.join(voc, 'JPEGImages'), 'VOC 2012 images', os.path.isdir),
-            (os.path.join(voc, 'SegmentationClass'), 'VOC 2012 labels', os.path.isdir),
-            (os.path.join(lists, 'train.txt'), 'the VOC train list', os.path.isfile),
-            (os.path.join(lists, 'val.txt'), 'the VOC val list', os.path.isfile),
-            (sbd, 'the SBD folder (benchmark_RELEASE/dataset)', os.path.isdir),
-            (os.path.join(sbd, 'cls'), 'SBD labels', os.path.isdir),
-            (os.path.join(sbd, 'train.txt'), 'the SBD train list', os.path.isfile),
-            (os.path.join(sbd, 'val.txt'), 'the SBD val list', os.path.isfile)]
-    for path, what, exists in need:
-        if not exists(path):
+    for path, what in ((voc, 'the VOC 2012 folder'), (f'{voc}/JPEGImages', 'VOC images'),
+                       (f'{voc}/SegmentationClass', 'VOC labels'),
+                       (f'{lists}/train.txt', 'VOC train list'), (f'{lists}/val.txt', 'VOC val list'),
+                       (sbd, 'the SBD folder'), (f'{sbd}/cls', 'SBD labels'),
+                       (f'{sbd}/train.txt', 'SBD train list'), (f'{sbd}/val.txt', 'SBD val list')):
+        if not os.path.exists(path):
             raise config.UserError(f'{path} ({what}) does not exist; give --voc the '
                                    f'VOCdevkit/VOC2012 folder and --sbd the SBD '
                                    f'benchmark_RELEASE/dataset folder.')
+    if not os.access(voc, os.W_OK):
+        raise config.UserError(f'{voc} is not writable; prepare writes SegmentationClassAug/ and '
+                               f'trainaug.txt there, so give a writable copy.')
     voc_ids = _stems(os.path.join(voc, 'SegmentationClass'), '.png')
     sbd_ids = _stems(os.path.join(sbd, 'cls'), '.mat') - voc_ids
     out = os.path.join(voc, 'SegmentationClassAug')
     os.makedirs(out, exist_ok=True)
+    for f in os.listdir(out):  # what a killed run left half-written
+        if '.png.tmp' in f:
+            os.remove(os.path.join(out, f))
     jobs = [(os.path.join(voc, 'SegmentationClass', f'{i}.png'), i) for i in sorted(voc_ids)]
     jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), i) for i in sorted(sbd_ids)]
     todo = [(src, os.path.join(out, f'{i}.png')) for src, i in jobs
@@ -229,9 +222,9 @@ def prepare(voc, sbd, workers=None):
                           total=len(todo), desc='labels', unit='file'):
                 pass
 
-    voc_val = set(read_list(os.path.join(lists, 'val.txt')))
-    trainaug = set(read_list(os.path.join(lists, 'train.txt')))
-    trainaug |= set(read_list(os.path.join(sbd, 'train.txt'))) | set(read_list(os.path.join(sbd, 'val.txt')))
+    voc_val = set(read_list(f'{lists}/val.txt'))
+    trainaug = {i for f in (f'{lists}/train.txt', f'{sbd}/train.txt', f'{sbd}/val.txt')
+                for i in read_list(f)}
     trainaug = sorted(trainaug - voc_val)
     for split, ids in (('trainaug', trainaug), ('val', sorted(voc_val))):
         missing = [i for i in ids if i not in voc_ids and i not in sbd_ids]
@@ -389,13 +382,18 @@ def main():
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--train', type=int, default=320, help='images in trainaug')
     t.add_argument('--val', type=int, default=80, help='images in val')
+    t.add_argument('--size', type=int, nargs=2, default=(100, 128), metavar=('MIN', 'MAX'),
+                   help='range of image sides in pixels')
     args = parser.parse_args(config.apply_overrides(sys.argv[1:]))
     if args.command == 'prepare':
         prepare(args.voc, args.sbd, args.workers or None)
         return
-    found = make_toy(args.dir, args.seed, args.train, args.val)
-    print(f'toy data: {args.train} trainaug + {args.val} val images in {found["DATA_ROOT"]}; '
-          f'classes: {", ".join(TOY_CLASSES)}')
+    if not 16 <= args.size[0] <= args.size[1]:
+        raise config.UserError(f'--size {args.size[0]} {args.size[1]} is not a range of sides '
+                               f'of at least 16 pixels; give e.g. --size 100 128.')
+    found = make_toy(args.dir, args.seed, args.train, args.val, tuple(args.size))
+    print(f'toy data: {args.train} trainaug + {args.val} val images of {args.size[0]}-'
+          f'{args.size[1]} px in {found["DATA_ROOT"]}; classes: {", ".join(TOY_CLASSES)}')
     print('settings: ' + ' '.join(f'{k}={v}' for k, v in found.items()))
 
 
