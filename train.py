@@ -5,6 +5,7 @@ A run resumes from MODEL_DIR/latest.pth when it exists, and ends with the same w
 bit on the CPU, as a run never interrupted: the data order, the augmentation and the random
 numbers of every step follow from SEED and the step alone.
 """
+import atexit
 import datetime
 import functools
 import hashlib
@@ -177,6 +178,7 @@ class Log:
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(self.dir)  # makes the folder
             self.file = open(os.path.join(self.dir, 'train.log'), 'a')
+            atexit.register(self.tb.close)  # also when an error ends the run
 
     def __call__(self, line):
         if self.on:
@@ -196,12 +198,6 @@ class Log:
                    dataset.colorize(pred)]
             self.tb.add_image('train/input_truth_prediction', np.concatenate(row, 1), step,
                               dataformats='HWC')
-
-    def close(self):
-        if self.on:
-            self.tb.close()
-            self.file.close()
-
 
 def save(name, model, optimizer, step, rank, world):
     if rank != 0:
@@ -351,7 +347,6 @@ def train(rank, world, device):
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, step, rank, world)
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
-    log.close()
 
 
 @config.main

@@ -64,6 +64,13 @@ def assert_same_state(a, b):
     assert a['optimizer']['param_groups'] == b['optimizer']['param_groups']
 
 
+def tensorboard_events(tmp):
+    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    events = accumulator.EventAccumulator(os.path.join(tmp, 'logdir'))
+    events.Reload()
+    return events
+
+
 @pytest.fixture(scope='module')
 def reference(toy_root, tmp_path_factory):
     """One uninterrupted run (2 loader workers, images and validation on) and its folder."""
@@ -170,9 +177,7 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert any(f.startswith('train-') and f.endswith('.json') for f in logs)
     with open(os.path.join(tmp, 'logdir', 'train.log')) as f:
         assert 'step 6/6' in f.read()
-    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
-    events = accumulator.EventAccumulator(os.path.join(tmp, 'logdir'))
-    events.Reload()
+    events = tensorboard_events(tmp)
     tags = events.Tags()
     assert {'train/loss', 'train/images_per_s', 'lr/conv_weight', 'lr/bn_weight', 'lr/bias',
             'val/mIoU'} <= set(tags['scalars'])
@@ -207,8 +212,10 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_
 
 def test_torchrun_two_processes_agree(toy_root, tmp_path):
     tmp = str(tmp_path)
-    done = run(args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2), torchrun=2)
+    done = run(args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2, VAL_EVERY=3, IMAGE_EVERY=3),
+               torchrun=2)
     assert '2 processes hold the same weights and bases' in done.stdout
+    assert done.stdout.count('val mIoU') == 1  # rank 0 logs, both ranks validate
     assert load(tmp, 'final.pth')['step'] == 3
     done = run(args(toy_root, tmp, BATCH_SIZE=3), torchrun=2, check=False)
     assert done.returncode != 0 and 'does not divide over 2 processes' in done.stderr
@@ -239,6 +246,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path)
     assert 'training stopped; lower LR' in done.stderr, done.stderr
     ckpt = load(tmp, 'latest.pth')
     assert all(torch.isfinite(t).all() for t in ckpt['net'].values() if t.is_floating_point())
+    events = tensorboard_events(tmp)  # the curve up to the divergence reached TensorBoard
+    assert [e.step for e in events.Scalars('train/loss')] == list(range(1, ckpt['step'] + 1))
 
 
 @pytest.mark.parametrize('argv, message', [
