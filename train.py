@@ -333,8 +333,10 @@ def train(rank, world, device):
             scores = evaluation.validate(model, val_set, device)
             scores = scores if isinstance(scores, dict) else evaluation.scores(scores)
             model.train()
-            log(f'step {step}  val mIoU {scores["mIoU"]:.4f}')
-            log.scalars(step, {'val/mIoU': scores['mIoU']})
+            log(f'step {step}  val ' + '  '.join(f'{k} {100 * scores[k]:.2f}%'
+                                                 for k in ('mIoU', 'pAcc', 'mAcc')))
+            log.scalars(step, {**{f'val/{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')},
+                               **{f'val_iou/{c}': v for c, v in scores['per_class'].items()}})
         if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
             if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
                 raise diverged(f'the weights became non-finite at step {step}', target)

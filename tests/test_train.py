@@ -180,7 +180,7 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     events = tensorboard_events(tmp)
     tags = events.Tags()
     assert {'train/loss', 'train/images_per_s', 'lr/conv_weight', 'lr/bn_weight', 'lr/bias',
-            'val/mIoU'} <= set(tags['scalars'])
+            'val/mIoU', 'val_iou/disk'} <= set(tags['scalars'])
     assert [e.step for e in events.Scalars('train/loss')] == [1, 2, 3, 4, 5, 6]
     bias, conv = events.Scalars('lr/bias'), events.Scalars('lr/conv_weight')
     assert bias[0].value == pytest.approx(2 * conv[0].value) == pytest.approx(0.018)
