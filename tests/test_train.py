@@ -187,6 +187,21 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert len(events.Images('train/input_truth_prediction')) == 2  # steps 3 and 6
 
 
+def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path):
+    import network
+    tmp = str(tmp_path)
+    extractor = tiny_net().extractor.state_dict()
+    weights = {network.imagenet_name(k): v + 1 for k, v in extractor.items()}
+    torch.save({**weights, 'fc.weight': torch.zeros(1000, 512)}, os.path.join(tmp, 'r18.pth'))
+    argv = args(toy_root, tmp, ITER_MAX=1, PRETRAINED=os.path.join(tmp, 'r18.pth'), BN_MOM=0.0)
+    done = run(argv)
+    assert f'loaded {len(extractor)} ImageNet tensors' in done.stdout
+    state = load(tmp, 'final.pth')['net']  # BN statistics do not move with BN_MOM=0
+    assert torch.equal(state['extractor.1.running_var'], weights['bn1.running_var'])
+    done = run(argv)
+    assert 'resuming from' in done.stdout and 'ImageNet' not in done.stdout
+
+
 def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path):
     tmp = str(tmp_path)
     argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1, ITER_SAVE=3)
