@@ -1,7 +1,7 @@
 #!/bin/sh
-# Remove what runs produce: the checkpoints train.py writes in MODEL_DIR (latest.pth, final.pth,
-# step_<N>.pth and their *.tmp* leftovers), everything in LOG_DIR, and Python/pytest caches.
-# ImageNet weights and every other file in MODEL_DIR stay.
+# Remove what runs produce: the files train.py writes in MODEL_DIR (latest.pth, final.pth,
+# step_<N>.pth, their *.tmp* leftovers incl. the run's lock latest.pth.tmp.lock), everything
+# in LOG_DIR, and the Python/pytest caches. ImageNet weights and other files in MODEL_DIR stay.
 # Usage, from any folder: sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>] (default: settings.py)
 set -eu
 cd "$(dirname "$0")"
@@ -32,9 +32,11 @@ if [ "$log_dir" = / ] || [ "$log_dir" = "$(cd ~ && pwd -P)" ]; then
 fi
 
 if [ -d "$model_dir" ]; then
-    for f in "$model_dir"/latest.pth* "$model_dir"/final.pth* "$model_dir"/step_[0-9]*.pth*; do
+    for f in "$model_dir"/latest.pth* "$model_dir"/final.pth* \
+             "$model_dir"/step_[0-9]*.pth*; do
         case "$f" in
-            *.pth|*.pth.tmp*) if [ -f "$f" ]; then rm -f -- "$f"; echo "removed $f"; fi ;;
+            *.pth|*.pth.tmp*)
+                if [ -f "$f" ]; then rm -f -- "$f"; echo "removed $f"; fi ;;
         esac
     done
 fi

@@ -7,6 +7,7 @@ numbers of every step follow from SEED and the step alone.
 """
 import atexit
 import datetime
+import fcntl
 import functools
 import hashlib
 import math
@@ -210,6 +211,23 @@ def save(name, model, optimizer, step, rank, world):
     config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
+def hold_lock(rank):
+    """Rank 0 locks MODEL_DIR/latest.pth.tmp.lock while it runs (the OS drops the lock when the
+    process dies, even by SIGKILL; forked loader workers do not inherit it): one run per folder."""
+    if rank != 0:
+        return None
+    target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth.tmp.lock')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    f = open(target, 'a')
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise config.UserError(f'another train.py is writing into {os.path.dirname(target)} '
+                               f'(it holds {target}); wait for it, stop it, or pass another '
+                               f'MODEL_DIR.') from None
+    return f
+
+
 def gather(value, world):
     values = [None] * world
     dist.all_gather_object(values, value)
@@ -229,6 +247,9 @@ def fingerprint(model):
 
 def train(rank, world, device):
     cuda = device.type == 'cuda'
+    train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
+    val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
+    lock = hold_lock(rank)
     target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth')
     ckpt = config.load_checkpoint(target) if os.path.exists(target) else None
     if ckpt is not None:
@@ -237,8 +258,6 @@ def train(rank, world, device):
     if world > 1 and len(set(gather(start, world))) > 1:  # one MODEL_DIR that all nodes see
         raise config.UserError(f'the processes found different latest.pth files (steps '
                                f'{gather(start, world)}); put MODEL_DIR on a shared folder.')
-    train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
-    val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
 
     log = Log(rank)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
@@ -349,6 +368,8 @@ def train(rank, world, device):
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, step, rank, world)
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
+    if lock:
+        os.remove(lock.name)
 
 
 @config.main

@@ -1,5 +1,6 @@
 """train.py: the recipe's numbers, and whole runs through its command line (`python train.py
 KEY=VALUE ...` as a subprocess): end to end, resume after SIGKILL, torchrun, refusals."""
+import fcntl
 import os
 import shutil
 import signal
@@ -250,6 +251,10 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
     assert done.returncode == 2 and 'Traceback' not in done.stderr
     assert 'do not fit the network' in done.stderr and 'missing 1 (fc2.bias)' in done.stderr
     shutil.copy(os.path.join(reference[0], 'models', 'latest.pth'), os.path.join(tmp, 'models'))
+    with open(os.path.join(tmp, 'models', 'latest.pth.tmp.lock'), 'a') as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)  # as a run writing into this folder holds it
+        done = run(args(toy_root, tmp), check=False)
+    assert done.returncode == 2 and 'another train.py is writing into' in done.stderr
     done = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0))
     assert 'resuming from' in done.stdout and 'at step 6' in done.stdout
 
@@ -299,7 +304,8 @@ def test_clean_sh_removes_run_outputs_and_keeps_imagenet_weights(tmp_path):
     shutil.copy(os.path.join(ROOT, 'settings.py'), project)
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth']
     gone = ['models/latest.pth', 'models/final.pth', 'models/step_2000.pth',
-            'models/latest.pth.tmp123', 'logdir/events.out', 'logdir/sub/x', '__pycache__/a.pyc']
+            'models/latest.pth.tmp123', 'models/latest.pth.tmp.lock', 'logdir/events.out',
+            'logdir/sub/x', '__pycache__/a.pyc']
     for name in keep + gone + ['../other/latest.pth']:
         (project / name).write_text('x')
     done = sh(project / 'clean.sh', 'MODEL_DIR=../other', 'DATA_ROOT=/')
