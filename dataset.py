@@ -308,42 +308,49 @@ def make_toy(root, seed=0, n_train=320, n_val=80, size=(100, 128)):
 
 
 def toy_sample(rng, size=(100, 128)):
-    """One (RGB uint8 image, uint8 label) of the toy data, sides drawn from [size[0], size[1]]."""
+    """One (RGB uint8 image, uint8 label) of the toy data, sides drawn from [size[0], size[1]]:
+    1-2 flat objects of a random colour (only the shape tells the class) on a striped,
+    grainy colour field, at least 100 apart in RGB from the background around them."""
     h, w = (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
-    image = _texture(rng, h, w)
+    image = _texture(rng, h, w, stripes=rng.uniform(15, 35), grain=8)
     label = np.zeros((h, w), np.uint8)
-    placed = []
-    for cls in rng.integers(1, len(TOY_CLASSES), rng.integers(1, 4)):
-        r = rng.uniform(0.17, 0.26) * min(h, w)
+    placed, kernel = [], np.ones((3, 3), np.uint8)
+    for cls in rng.integers(1, len(TOY_CLASSES), rng.integers(1, 3)):
+        r = rng.uniform(0.2, 0.3) * min(h, w)
         for _ in range(30):
-            c = rng.uniform(0.6 * r, (w - 0.6 * r, h - 0.6 * r))
-            if all(np.hypot(*(c - c2)) > 0.9 * (r + r2) for c2, r2 in placed):
+            c = rng.uniform(0.7 * r, (w - 0.7 * r, h - 0.7 * r))
+            if all(np.hypot(*(c - c2)) > 1.1 * (r + r2) for c2, r2 in placed):
                 break
         else:
             continue
         placed.append((c, r))
-        mask = _shape(cls, h, w, c, r, rng.uniform(-0.35, 0.35))
-        obj = _texture(rng, h, w)
-        inside = mask > 0
-        d = obj[inside].mean(0) - image[inside].mean(0)  # keep objects visible: >= 70 apart
-        obj += (d / max(np.linalg.norm(d), 1e-3)) * max(0.0, 70 - np.linalg.norm(d))
+        mask = _shape(cls, h, w, c, r, rng.uniform(-0.3, 0.3))
+        ring = cv2.dilate(mask, kernel, iterations=3) > mask
+        around = image[ring].mean(0)
+        for _ in range(20):  # a colour that stands out from what surrounds the object
+            colour = rng.uniform(0, 255, 3)
+            if np.linalg.norm(colour - around) >= 100:
+                break
+        obj = colour + _texture(rng, h, w, stripes=0, grain=4) - 127.5
         alpha = cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0.7)[..., None]
         image = alpha * obj + (1 - alpha) * image
-        label[inside] = cls
-    kernel = np.ones((3, 3), np.uint8)
+        label[mask > 0] = cls
     label[cv2.dilate(label, kernel) != cv2.erode(label, kernel)] = 255
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _texture(rng, h, w):
-    """A colour field: smooth blobs, stripes at a random angle and period, grain."""
-    blobs = rng.uniform(30, 225, (rng.integers(2, 5), rng.integers(2, 5), 3)).astype(np.float32)
-    field = cv2.resize(blobs, (w, h), interpolation=cv2.INTER_CUBIC)
+def _texture(rng, h, w, stripes, grain):
+    """A colour field around 127.5 (+-90, smooth blobs), stripes at a random angle and
+    period of amplitude `stripes`, and grain of deviation `grain`."""
+    spread = 90 if stripes else 15  # objects: a gentle shading only
+    blobs = rng.uniform(127.5 - spread, 127.5 + spread, (rng.integers(2, 5),
+                                                         rng.integers(2, 5), 3))
+    field = cv2.resize(blobs.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    theta, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
-    stripes = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / period))
-    field += (rng.uniform(5, 30) * stripes)[..., None]
-    return field + rng.normal(0, 6, (h, w, 3)).astype(np.float32)
+    theta, period = rng.uniform(0, np.pi), rng.uniform(3, 8)
+    field += (stripes * np.sin((xx * np.cos(theta) + yy * np.sin(theta))
+                               * (2 * np.pi / period)))[..., None]
+    return field + rng.normal(0, grain, (h, w, 3)).astype(np.float32)
 
 
 def _shape(cls, h, w, centre, r, angle):

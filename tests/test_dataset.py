@@ -254,7 +254,7 @@ def test_class_names_palette_and_colorize(toy_root):
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[1, 1].tolist() == [224, 224, 192]
 
 
-def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path, toy_root):
+def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
     a, b, c = (str(tmp_path / n) for n in 'abc')
     for root, seed in ((a, 5), (b, 5), (c, 6)):
         found = dataset.make_toy(root, seed=seed, n_train=3, n_val=2)
@@ -264,20 +264,19 @@ def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path, toy_root):
     assert digests[0] == digests[1] != digests[2]
     with pytest.raises(config.UserError, match='already holds other files'):
         dataset.make_toy(str(tmp_path), n_train=1, n_val=1)
-    # every class appears, borders are 255, and the mean colour of an object says little
-    use(toy_root)
+    assert dataset.make_toy(b, seed=5, n_train=3, n_val=2, size=(64, 80))['CROP_SIZE'] == 57
+    # every class appears, borders are 255, and the mean colour of an object says little:
+    # class centroids of object colours fitted on 100 images classify 100 others near chance
     means, classes = [], []
-    for ds in (dataset.ValDataset('trainaug'), dataset.ValDataset('val')):
-        for i in range(len(ds)):
-            image, label, _, h, w = ds[i]
-            image, label = image[:, :h, :w].numpy(), label[:h, :w].numpy()
-            assert 0 < (label == 255).mean() < 0.15
-            for k in range(1, 5):
-                if (label == k).sum() > 50:
-                    means.append(image[:, label == k].mean(1))
-                    classes.append(k)
-    means, classes = np.array(means), np.array(classes)
+    for i in range(200):
+        image, label = dataset.toy_sample(np.random.default_rng([0, i]), (48, 64))
+        assert 0 < (label == 255).mean() < 0.15
+        for k in range(1, 5):
+            if (label == k).sum() > 30:
+                means.append(image[label == k].mean(0))
+                classes.append((k, i < 100))
+    means, (classes, fit) = np.array(means), np.array(classes).T
     assert set(classes) == {1, 2, 3, 4}
-    centres = np.stack([means[classes == k].mean(0) for k in range(1, 5)])
+    centres = np.stack([means[(classes == k) & fit].mean(0) for k in range(1, 5)])
     guess = np.argmin(((means[:, None] - centres[None]) ** 2).sum(-1), 1) + 1
-    assert (guess == classes).mean() < 0.5  # 4 classes: chance is 0.25
+    assert (guess == classes)[fit == 0].mean() < 0.4  # 4 classes: chance is 0.25
