@@ -114,10 +114,11 @@ def read_list(path):
 def read_image(path):
     """RGB uint8 (H, W, 3); grayscale, CMYK and RGBA files become RGB. EXIF orientation is
     ignored: labels are drawn on the stored pixels."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    rgb = getattr(cv2, 'IMREAD_COLOR_RGB', None)  # OpenCV >= 4.10 decodes straight to RGB
+    image = cv2.imread(path, (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise config.UserError(f'image {path} cannot be read: it is missing or not an image.')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path, n_classes, ignore):
@@ -283,9 +284,8 @@ TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt'}
 
 
 def make_toy(root, seed=0, n_train=320, n_val=80, size=(100, 128)):
-    """A synthetic dataset in the VOC layout: 1-3 textured shapes on textured backgrounds,
-    colours drawn alike for all classes (only shape tells them apart), 255 on object borders.
-    Deterministic from seed. Returns the settings that train on it."""
+    """A synthetic dataset in the VOC layout (see toy_sample), 255 on object borders, and
+    classes.txt; deterministic from seed. Returns the settings that train on it."""
     root = os.path.abspath(root)
     extra = sorted(set(os.listdir(root)) - TOY_LAYOUT) if os.path.isdir(root) else []
     if extra:
@@ -353,23 +353,22 @@ def _texture(rng, h, w, stripes, grain):
     return field + rng.normal(0, grain, (h, w, 3)).astype(np.float32)
 
 
+def _ring(n, radius, start=0.0):
+    a = np.radians(start) + np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([np.cos(a), np.sin(a)], 1) * radius
+
+
+_T = 0.36  # half the width of a cross's arm
+TOY_SHAPES = {1: _ring(48, 1.0), 2: _ring(4, 1.23, 45), 3: _ring(3, 1.3, -90),  # same areas,
+              4: np.array([(-_T, -1), (_T, -1), (_T, -_T), (1, -_T), (1, _T), (_T, _T),  # roughly
+                           (_T, 1), (-_T, 1), (-_T, _T), (-1, _T), (-1, -_T), (-_T, -_T)])}
+
+
 def _shape(cls, h, w, centre, r, angle):
     """uint8 mask of a disk (1), square (2), triangle (3) or cross (4) of size ~r."""
-    mask = np.zeros((h, w), np.uint8)
-    if cls == 1:
-        pts = np.stack([np.cos(a := np.linspace(0, 2 * np.pi, 48, endpoint=False)),
-                        np.sin(a)], 1)
-    elif cls == 2:
-        pts = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)]) * 0.87
-    elif cls == 3:
-        a = np.radians([-90, 30, 150])
-        pts = np.stack([np.cos(a), np.sin(a)], 1) * 1.3
-    else:
-        t = 0.36
-        pts = np.array([(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1),
-                        (-t, t), (-1, t), (-1, -t), (-t, -t)])
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    pts = (pts @ rot.T * r + centre) * 16
+    pts = (TOY_SHAPES[int(cls)] @ rot.T * r + centre) * 16
+    mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return mask
 
