@@ -147,18 +147,14 @@ def check_recipe(ckpt, target):
 
 
 def load_net(model, state, target):
-    """Load a checkpoint's weights, or say why they do not fit this code's network."""
-    mine = model.state_dict()
-    missing, extra = sorted(mine.keys() - state.keys()), sorted(state.keys() - mine.keys())
-    shapes = sorted(k for k in mine.keys() & state.keys() if mine[k].shape != state[k].shape)
-    if missing or extra or shapes:
-        what = '; '.join(f'{n} {len(keys)} ({", ".join(keys[:3])}{", ..." * (len(keys) > 3)})'
-                         for n, keys in (('missing', missing), ('unexpected', extra),
-                                         ('other shape', shapes)) if keys)
+    """Load a checkpoint's weights, or say in one sentence why they do not fit this network."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        why = ' '.join(str(e).split('\n', 1)[-1].split())[:300]
         raise config.UserError(f'the weights in {target} do not fit the network this code '
-                               f'builds ({what}); train with the code that wrote it, or run '
-                               f'`{clean_command()}` to start afresh.')
-    model.load_state_dict(state)
+                               f'builds ({why}); train with the code that wrote them, or run '
+                               f'`{clean_command()}` to start afresh.') from None
 
 
 def diverged(what, target):
@@ -200,12 +196,11 @@ class Log:
             self.tb.add_image('train/input_truth_prediction', np.concatenate(row, 1), step,
                               dataformats='HWC')
 
+
 def save(name, model, optimizer, step, rank, world):
     if rank != 0:
         return
-    rng = {'torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng['cuda'] = torch.cuda.get_rng_state_all()
+    rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
     ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
             'rng': rng, 'settings': config.resolved(), 'world_size': world}
     config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
@@ -216,15 +211,14 @@ def hold_lock(rank):
     process dies, even by SIGKILL; forked loader workers do not inherit it): one run per folder."""
     if rank != 0:
         return None
-    target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth.tmp.lock')
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    f = open(target, 'a')
+    folder = config.path(settings.MODEL_DIR)
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, 'latest.pth.tmp.lock'), 'a')
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise config.UserError(f'another train.py is writing into {os.path.dirname(target)} '
-                               f'(it holds {target}); wait for it, stop it, or pass another '
-                               f'MODEL_DIR.') from None
+        raise config.UserError(f'another train.py is writing into {folder}; wait for it, stop '
+                               f'it, or pass another MODEL_DIR.') from None
     return f
 
 
@@ -255,9 +249,10 @@ def train(rank, world, device):
     if ckpt is not None:
         check_recipe(ckpt, target)
     start = ckpt['step'] if ckpt else 0
-    if world > 1 and len(set(gather(start, world))) > 1:  # one MODEL_DIR that all nodes see
+    starts = gather(start, world) if world > 1 else [start]
+    if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
         raise config.UserError(f'the processes found different latest.pth files (steps '
-                               f'{gather(start, world)}); put MODEL_DIR on a shared folder.')
+                               f'{starts}); put MODEL_DIR on a shared folder.')
 
     log = Log(rank)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
@@ -349,9 +344,7 @@ def train(rank, world, device):
         if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0:
             log.panel(step, image, label, logits.detach().float())
         if settings.VAL_EVERY and (step % settings.VAL_EVERY == 0 or step == settings.ITER_MAX):
-            scores = evaluation.validate(model, val_set, device)
-            scores = scores if isinstance(scores, dict) else evaluation.scores(scores)
-            model.train()
+            scores = evaluation.validate(model, val_set, device)  # and back to train mode
             log(f'step {step}  val ' + '  '.join(f'{k} {100 * scores[k]:.2f}%'
                                                  for k in ('mIoU', 'pAcc', 'mAcc')))
             log.scalars(step, {**{f'val/{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')},
