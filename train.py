@@ -1,6 +1,8 @@
 """Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]`.
 
-One loop for the CPU, one GPU, and many GPUs or nodes (`torchrun --nproc_per_node=4 train.py`).
+One loop for the CPU, one GPU, and many GPUs or nodes (`torchrun --nproc_per_node=4 train.py`;
+on each of 2 nodes: `torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d
+--rdzv-endpoint=<host>:29500 train.py`).
 A run resumes from MODEL_DIR/latest.pth when it exists, and ends with the same weights, bit for
 bit on the CPU, as a run never interrupted: the data order, the augmentation and the random
 numbers of every step follow from SEED and the step alone.
@@ -169,11 +171,11 @@ def diverged(what, target):
 class Log:
     """Lines on stdout and in LOG_DIR/train.log, TensorBoard scalars and images; rank 0 only."""
 
-    def __init__(self, rank):
+    def __init__(self, rank, start):
         self.on, self.dir = rank == 0, config.path(settings.LOG_DIR)
-        if self.on:
+        if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(self.dir)  # makes the folder
+            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None)
             self.file = open(os.path.join(self.dir, 'train.log'), 'a')
             atexit.register(self.tb.close)  # also when an error ends the run
 
@@ -182,6 +184,10 @@ class Log:
             print(line, flush=True)
             self.file.write(line + '\n')
             self.file.flush()
+
+    def flush(self):
+        if self.on:
+            self.tb.flush()
 
     def scalars(self, step, values):
         for tag, value in values.items() if self.on else ():
@@ -254,7 +260,7 @@ def train(rank, world, device):
         raise config.UserError(f'the processes found different latest.pth files (steps '
                                f'{starts}); put MODEL_DIR on a shared folder.')
 
-    log = Log(rank)
+    log = Log(rank, start)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
                                f'cpu ({torch.get_num_threads()} threads each)')
     record = config.run_record(devices=devices, world_size=world, start_step=start)
@@ -355,6 +361,7 @@ def train(rank, world, device):
             if step % settings.ITER_SAVE == 0:
                 save(f'step_{step}.pth', model, optimizer, step, rank, world)
             save('latest.pth', model, optimizer, step, rank, world)
+            log.flush()  # TensorBoard holds every step up to the checkpoint
 
     if world > 1:  # every rank must hold the same weights and bases, bit for bit
         same = len(set(gather(fingerprint(model), world))) == 1

@@ -224,6 +224,10 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_
     assert_same_state(load(tmp, 'final.pth'), load(reference[0], 'final.pth'))
     for name in ('step_3.pth', 'step_6.pth'):  # its other checkpoints match the reference too
         assert_same_state(load(tmp, name), load(reference[0], name))
+    losses = tensorboard_events(tmp).Scalars('train/loss')  # steps after latest.pth: once
+    assert [e.step for e in losses] == [1, 2, 3, 4, 5, 6]
+    reference_losses = tensorboard_events(reference[0]).Scalars('train/loss')
+    assert [e.value for e in losses] == [e.value for e in reference_losses]
 
 
 def test_torchrun_two_processes_agree(toy_root, tmp_path):
