@@ -172,7 +172,7 @@ class Log:
     """Lines on stdout and in LOG_DIR/train.log, TensorBoard scalars and images; rank 0 only."""
 
     def __init__(self, rank, start):
-        self.on, self.dir = rank == 0, config.path(settings.LOG_DIR)
+        self.on, self.dir = rank == 0, writable('LOG_DIR') if rank == 0 else None
         if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None)
@@ -212,13 +212,23 @@ def save(name, model, optimizer, step, rank, world):
     config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
+def writable(key):
+    """The folder of setting `key`, made if needed, or one sentence on why it cannot be."""
+    folder = os.path.normpath(config.path(getattr(settings, key)))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise config.UserError(f'{key} {folder} cannot be made ({e.strerror}); pass a folder '
+                               f'you can write, like {key}=/tmp/emanet.') from None
+    return folder
+
+
 def hold_lock(rank):
     """Rank 0 locks MODEL_DIR/latest.pth.tmp.lock while it runs (the OS drops the lock when the
     process dies, even by SIGKILL; forked loader workers do not inherit it): one run per folder."""
     if rank != 0:
         return None
-    folder = config.path(settings.MODEL_DIR)
-    os.makedirs(folder, exist_ok=True)
+    folder = writable('MODEL_DIR')
     f = open(os.path.join(folder, 'latest.pth.tmp.lock'), 'a')
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,6 +285,8 @@ def train(rank, world, device):
     # model, optimizer, and the state of a run to resume
     torch.manual_seed(settings.SEED)
     model = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+    log(f'EMANet-{settings.N_LAYERS}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
+        f'parameters')
     if ckpt:
         load_net(model, ckpt['net'], target)
         log(f'resuming from {target} at step {start}')

@@ -281,6 +281,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path)
     (['NO_SUCH_KEY=1'], "unknown setting 'NO_SUCH_KEY'"),
     (['DATA_ROOT=/no/such/folder'], 'DATA_ROOT'),
     (['PRETRAINED=/no/such/weights.pth'], 'pass PRETRAINED= to train from scratch'),
+    (['MODEL_DIR=/dev/null/models'], 'MODEL_DIR /dev/null/models cannot be made'),
+    (['LOG_DIR=/dev/null/logdir'], 'LOG_DIR /dev/null/logdir cannot be made'),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path, capsys):
     import train
