@@ -193,7 +193,8 @@ def prepare(voc, sbd, workers=None):
     lists = os.path.join(voc, 'ImageSets', 'Segmentation')
     for path, what in ((voc, 'the VOC 2012 folder'), (f'{voc}/JPEGImages', 'VOC images'),
                        (f'{voc}/SegmentationClass', 'VOC labels'),
-                       (f'{lists}/train.txt', 'VOC train list'), (f'{lists}/val.txt', 'VOC val list'),
+                       (f'{lists}/train.txt', 'VOC train list'),
+                       (f'{lists}/val.txt', 'VOC val list'),
                        (sbd, 'the SBD folder'), (f'{sbd}/cls', 'SBD labels'),
                        (f'{sbd}/train.txt', 'SBD train list'), (f'{sbd}/val.txt', 'SBD val list')):
         if not os.path.exists(path):

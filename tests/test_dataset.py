@@ -202,7 +202,8 @@ def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
 ])
 def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
     root = one_image_root(tmp_path)
-    png, jpg = os.path.join(root, 'SegmentationClassAug/a.png'), os.path.join(root, 'JPEGImages/a.jpg')
+    png = os.path.join(root, 'SegmentationClassAug/a.png')
+    jpg = os.path.join(root, 'JPEGImages/a.jpg')
     if problem == 'rgb':
         Image.new('RGB', (20, 15)).save(png)
     elif problem == 'size':
@@ -232,7 +233,8 @@ def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root):
 
 def test_grayscale_cmyk_and_rgba_images_become_rgb(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (15, 20, 3), dtype=np.uint8)
-    files = {'gray.jpg': Image.fromarray(rgb[..., 0]), 'cmyk.jpg': Image.fromarray(rgb).convert('CMYK'),
+    files = {'gray.jpg': Image.fromarray(rgb[..., 0]),
+             'cmyk.jpg': Image.fromarray(rgb).convert('CMYK'),
              'rgba.png': Image.fromarray(rgb).convert('RGBA')}
     for name, img in files.items():
         img.save(tmp_path / name, quality=100)
@@ -258,7 +260,8 @@ def test_class_names_palette_and_colorize(toy_root):
     pal = dataset.palette()
     assert len(pal) == 768 and pal[3:9] == [128, 0, 0, 0, 128, 0] and pal[-3:] == [224, 224, 192]
     rgb = dataset.colorize(np.array([[0, 1], [2, 255]]))
-    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb[1, 1].tolist() == [224, 224, 192]
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert rgb[1, 1].tolist() == [224, 224, 192]
 
 
 def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
