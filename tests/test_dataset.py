@@ -185,6 +185,22 @@ def one_image_root(tmp_path, image=None, label=None, mode='P'):
     return str(tmp_path)
 
 
+def test_train_items_keep_image_and_label_aligned(tmp_path):
+    """End to end (read, scale, pad, crop, flip, to tensors) on an image whose colour
+    encodes its label, stored losslessly (OpenCV reads a PNG whatever its name)."""
+    from test_transforms import coded_pair, decode, interior
+    image, label = coded_pair(60, 80)
+    one_image_root(tmp_path, label=label)
+    cv2.imwrite(str(tmp_path / 'JPEGImages/a.png'), image[..., ::-1])
+    os.replace(tmp_path / 'JPEGImages/a.png', tmp_path / 'JPEGImages/a.jpg')
+    settings.CROP_SIZE, settings.N_CLASSES = 41, 21
+    ds = dataset.TrainDataset()
+    for index in range(30):
+        img, lab = (t.numpy() for t in ds[index])
+        inside = interior(lab)
+        assert (decode(img.transpose(1, 2, 0))[inside] == lab[inside]).all(), index
+
+
 @pytest.mark.parametrize('mode', ['P', 'L'])
 def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
     label = np.zeros((15, 20), np.uint8)
