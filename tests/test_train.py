@@ -237,8 +237,10 @@ def test_torchrun_two_processes_agree(toy_root, tmp_path):
     assert '2 processes hold the same weights and bases' in done.stdout
     assert done.stdout.count('val mIoU') == 1  # rank 0 logs, both ranks validate
     assert load(tmp, 'final.pth')['step'] == 3
-    done = run(args(toy_root, tmp, BATCH_SIZE=3), torchrun=2, check=False)
-    assert done.returncode != 0 and 'does not divide over 2 processes' in done.stderr
+    import train
+    settings.BATCH_SIZE = 3
+    with pytest.raises(config.UserError, match='does not divide over 2 processes'):
+        train.check_settings(2)
 
 
 def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_root, tmp_path):
