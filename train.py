@@ -32,8 +32,9 @@ import settings
 import transforms
 
 # Settings that define the model and the recipe: a run resumes from latest.pth only when they
-# equal those stored in it. The others (paths, DATA_ROOT, PRETRAINED, NUM_WORKERS, ITER_SAVE,
-# logging, validation and evaluation knobs, COMPILE) may change between a run and its resume.
+# equal those stored in it (ITER_MAX too: the poly LR of every step depends on it; AMP changes
+# the arithmetic). The others (paths, DATA_ROOT, PRETRAINED, NUM_WORKERS, ITER_SAVE, logging,
+# validation and evaluation knobs, COMPILE) may change between a run and its resume.
 RECIPE_KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLIT',
                'N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'BN_MOM', 'EMA_CHANNELS', 'N_BASES',
                'EM_MOM', 'STAGE_NUM', 'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM',
@@ -289,7 +290,9 @@ def train(rank, world, device):
         f'parameters')
     if ckpt:
         load_net(model, ckpt['net'], target)
-        log(f'resuming from {target} at step {start}')
+        was = ckpt.get('world_size', world)
+        log(f'resuming from {target} at step {start}' +
+            (f' (written by {was} processes, now {world})' if was != world else ''))
     elif settings.PRETRAINED:
         n = network.load_imagenet(model, config.path(settings.PRETRAINED))
         log(f'loaded {n} ImageNet tensors from {config.path(settings.PRETRAINED)}')
