@@ -237,9 +237,10 @@ def prepare(voc, sbd, workers=None):
                                    f'label or no image in {voc} or {sbd}; the download is '
                                    f'incomplete.')
     _write_text(os.path.join(lists, 'trainaug.txt'), ''.join(f'{i}\n' for i in trainaug))
-    note = 'as expected' if len(trainaug) == FULL_TRAINAUG else \
-        f'NOT the {FULL_TRAINAUG} of the full VOC 2012 + SBD: check the data if it is meant to be'
-    print(f'trainaug: {len(trainaug)} ids ({note}); val: {len(voc_val)} ids')
+    print(f'trainaug: {len(trainaug)} ids, val: {len(voc_val)} ids')
+    if len(trainaug) != FULL_TRAINAUG:
+        print(f'note: trainaug differs from the {FULL_TRAINAUG} ids of the full VOC 2012 + SBD; '
+              f'if this was meant to be the full data, part of it is missing.')
     print(f'done: train with DATA_ROOT={voc}')
     return trainaug
 

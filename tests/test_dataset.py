@@ -85,7 +85,7 @@ def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsy
         assert img.mode == 'P' and np.array_equal(np.asarray(img), label), i
     after = tree_state(voc)
     assert all(after[p] == v for p, v in before.items())  # VOC's own files untouched
-    assert 'NOT the 10582' in capsys.readouterr().out
+    assert 'differs from the 10582 ids' in capsys.readouterr().out
     assert dataset.prepare(voc, sbd, workers=2) == expected  # again: nothing rewritten
     assert tree_state(voc) == after
     settings.DATA_ROOT, settings.N_CLASSES = voc, 21
