@@ -1,12 +1,8 @@
-"""Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]`.
-
-One loop for the CPU, one GPU, and many GPUs or nodes (`torchrun --nproc_per_node=4 train.py`;
-on each of 2 nodes: `torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d
---rdzv-endpoint=<host>:29500 train.py`).
-A run resumes from MODEL_DIR/latest.pth when it exists, and ends with the same weights, bit for
-bit on the CPU, as a run never interrupted: the data order, the augmentation and the random
-numbers of every step follow from SEED and the step alone.
-"""
+"""Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]` on the CPU or a GPU,
+`torchrun --nproc_per_node=4 train.py` on 4 GPUs (many nodes: torchrun --nnodes ...). A run
+resumes from MODEL_DIR/latest.pth when it exists and ends with the same weights, bit for bit on
+the CPU, as a run never interrupted: data order, augmentation and the random numbers of every
+step follow from SEED and the step alone."""
 import atexit
 import datetime
 import fcntl
@@ -278,9 +274,8 @@ def train(rank, world, device):
     stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
     if rank == 0:
         config.write_record(record, log.dir, f'train-{stamp}-step{start}.json')
-    log(f'git {record["git_sha"]}' + (' (dirty)' if record['git_dirty'] else ''))
-    log('versions: ' + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
-    log(f'devices: {record["devices"]}')
+    log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
+        + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
     log('settings: ' + ', '.join(f'{k}={v!r}' for k, v in record['settings'].items()))
 
     # model, optimizer, and the state of a run to resume
