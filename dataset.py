@@ -281,7 +281,7 @@ def _write_text(path, text):
 
 # ---------------------------------------------------------------------------- toy data
 
-TOY_CLASSES = ('background', 'disk', 'square', 'triangle', 'cross')
+TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
 TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt'}
 
 
@@ -361,13 +361,14 @@ def _ring(n, radius, start=0.0):
 
 
 _T = 0.36  # half the width of a cross's arm
-TOY_SHAPES = {1: _ring(48, 1.0), 2: _ring(4, 1.23, 45), 3: _ring(3, 1.3, -90),  # same areas,
-              4: np.array([(-_T, -1), (_T, -1), (_T, -_T), (1, -_T), (1, _T), (_T, _T),  # roughly
+TOY_SHAPES = {1: _ring(48, 1.0), 3: _ring(3, 1.3, -90),  # about the same areas
+              2: np.array([(-1.3, -.45), (1.3, -.45), (1.3, .45), (-1.3, .45)]),
+              4: np.array([(-_T, -1), (_T, -1), (_T, -_T), (1, -_T), (1, _T), (_T, _T),
                            (_T, 1), (-_T, 1), (-_T, _T), (-1, _T), (-1, -_T), (-_T, -_T)])}
 
 
 def _shape(cls, h, w, centre, r, angle):
-    """uint8 mask of a disk (1), square (2), triangle (3) or cross (4) of size ~r."""
+    """uint8 mask of a disk (1), bar (2), triangle (3) or cross (4) of size ~r."""
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     pts = (TOY_SHAPES[int(cls)] @ rot.T * r + centre) * 16
     mask = np.zeros((h, w), np.uint8)

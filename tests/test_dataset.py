@@ -265,7 +265,7 @@ def test_grayscale_cmyk_and_rgba_images_become_rgb(tmp_path):
 
 def test_class_names_palette_and_colorize(toy_root):
     settings.DATA_ROOT, settings.N_CLASSES = toy_root, 5
-    assert dataset.class_names() == ['background', 'disk', 'square', 'triangle', 'cross']
+    assert dataset.class_names() == ['background', 'disk', 'bar', 'triangle', 'cross']
     settings.N_CLASSES = 6
     with pytest.raises(config.UserError, match='classes.txt names 5 classes but N_CLASSES=6'):
         dataset.class_names()
