@@ -7,6 +7,7 @@ JPEGImages/<id>.jpg, SegmentationClassAug/<id>.png (index PNG), ImageSets/Segmen
 import argparse
 import multiprocessing
 import os
+import shlex
 import sys
 
 import cv2
@@ -283,9 +284,10 @@ def _write_text(path, text):
 
 TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
 TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt'}
+TOY_SIZE = (64, 80)  # sides in pixels: small, for a network trained on a CPU in minutes
 
 
-def make_toy(root, seed=0, n_train=320, n_val=80, size=(100, 128)):
+def make_toy(root, seed=0, n_train=320, n_val=80, size=TOY_SIZE):
     """A synthetic dataset in the VOC layout (see toy_sample), 255 on object borders, and
     classes.txt; deterministic from seed. Returns the settings that train on it."""
     root = os.path.abspath(root)
@@ -306,10 +308,11 @@ def make_toy(root, seed=0, n_train=320, n_val=80, size=(100, 128)):
     _write_text(os.path.join(lists, 'val.txt'), ''.join(f'{i}\n' for i in ids[n_train:]))
     _write_text(os.path.join(root, 'classes.txt'), ''.join(f'{c}\n' for c in TOY_CLASSES))
     crop = (min(size) - 1) // 8 * 8 + 1  # the largest 1-mod-8 side that fits every image
-    return {'DATA_ROOT': root, 'N_CLASSES': len(TOY_CLASSES), 'CROP_SIZE': crop}
+    return {'DATA_ROOT': root, 'N_CLASSES': len(TOY_CLASSES), 'CROP_SIZE': crop,
+            'SCALES': (0.75, 1.0, 1.25)}  # halving would leave objects of ~3 output pixels
 
 
-def toy_sample(rng, size=(100, 128)):
+def toy_sample(rng, size=TOY_SIZE):
     """One (RGB uint8 image, uint8 label) of the toy data, sides drawn from [size[0], size[1]]:
     1-2 flat objects of a random colour (only the shape tells the class) on a striped,
     grainy colour field, at least 100 apart in RGB from the background around them."""
@@ -391,7 +394,7 @@ def main():
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--train', type=int, default=320, help='images in trainaug')
     t.add_argument('--val', type=int, default=80, help='images in val')
-    t.add_argument('--size', type=int, nargs=2, default=(100, 128), metavar=('MIN', 'MAX'),
+    t.add_argument('--size', type=int, nargs=2, default=TOY_SIZE, metavar=('MIN', 'MAX'),
                    help='range of image sides in pixels')
     args = parser.parse_args(config.apply_overrides(sys.argv[1:]))
     if args.command == 'prepare':
@@ -403,7 +406,8 @@ def main():
     found = make_toy(args.dir, args.seed, args.train, args.val, tuple(args.size))
     print(f'toy data: {args.train} trainaug + {args.val} val images of {args.size[0]}-'
           f'{args.size[1]} px in {found["DATA_ROOT"]}; classes: {", ".join(TOY_CLASSES)}')
-    print('settings: ' + ' '.join(f'{k}={v}' for k, v in found.items()))
+    text = {k: ','.join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in found.items()}
+    print('settings: ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in text.items()))
 
 
 if __name__ == '__main__':

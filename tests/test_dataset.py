@@ -119,7 +119,9 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['dataset.py', 'toy', str(tmp_path / 't'), '--train', '2',
                                       '--val', '1', '--size', '40', '48'])
     dataset.main()
-    assert f'DATA_ROOT={tmp_path / "t"} N_CLASSES=5 CROP_SIZE=33' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f'DATA_ROOT={tmp_path / "t"} N_CLASSES=5 CROP_SIZE=33 SCALES=0.75,1.0,1.25' in out
+    assert config.parse('SCALES', '0.75,1.0,1.25') == (0.75, 1.0, 1.25)
     assert len(os.listdir(tmp_path / 't' / 'JPEGImages')) == 3
 
 
@@ -284,13 +286,13 @@ def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
     a, b, c = (str(tmp_path / n) for n in 'abc')
     for root, seed in ((a, 5), (b, 5), (c, 6)):
         found = dataset.make_toy(root, seed=seed, n_train=3, n_val=2)
-    assert found == {'DATA_ROOT': c, 'N_CLASSES': 5, 'CROP_SIZE': 97}
+    assert found == {'DATA_ROOT': c, 'N_CLASSES': 5, 'CROP_SIZE': 57, 'SCALES': (0.75, 1.0, 1.25)}
     assert tree_state(a).keys() == tree_state(c).keys()
     digests = [{k: v[0] for k, v in tree_state(r).items()} for r in (a, b, c)]
     assert digests[0] == digests[1] != digests[2]
     with pytest.raises(config.UserError, match='already holds other files'):
         dataset.make_toy(str(tmp_path), n_train=1, n_val=1)
-    assert dataset.make_toy(b, seed=5, n_train=3, n_val=2, size=(64, 80))['CROP_SIZE'] == 57
+    assert dataset.make_toy(b, seed=5, n_train=3, n_val=2, size=(100, 128))['CROP_SIZE'] == 97
     # every class appears, borders are 255, and the mean colour of an object says little:
     # class centroids of object colours fitted on 100 images classify 100 others near chance
     means, classes = [], []
