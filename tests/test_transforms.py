@@ -136,3 +136,12 @@ def test_pad_accepts_mirrored_views():
     pi, pl = transforms.pad(image[:, ::-1], label[:, ::-1], 25, 33, FILL, IGNORE)
     assert np.array_equal(pi[:20, :30], image[:, ::-1]) and np.array_equal(pl[:20, :30],
                                                                             label[:, ::-1])
+
+
+def test_to_tensors_of_views():
+    image, label = coded_pair(20, 30)
+    for a, b in ((image, label), (image[2:15, 3:20], label[2:15, 3:20]),
+                 (image[:, ::-1], label[:, ::-1])):
+        x, y = transforms.to_tensors(a, b)
+        assert x.dtype == torch.uint8 and y.dtype == torch.int64
+        assert np.array_equal(x.numpy(), a.transpose(2, 0, 1)) and np.array_equal(y.numpy(), b)
