@@ -125,7 +125,7 @@ def read_image(path):
 def read_label(path, n_classes, ignore):
     """A palette ('P') or grayscale ('L') PNG as uint8 class indices, values checked."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=['PNG']) as img:
             mode, label = img.mode, np.asarray(img)
     except (OSError, ValueError, SyntaxError) as e:
         raise config.UserError(f'label {path} cannot be read ({type(e).__name__}); it is '

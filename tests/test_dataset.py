@@ -217,6 +217,7 @@ def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
     ('value', r'a.png has values \[7\] outside \[0, 5\) and 255'),
     ('image', 'a.jpg cannot be read'),
     ('no_label', 'a.png cannot be read'),
+    ('jpeg_label', 'a.png cannot be read'),
 ])
 def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
     root = one_image_root(tmp_path)
@@ -228,6 +229,8 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
         dataset.write_label(np.zeros((15, 21), np.uint8), png)
     elif problem == 'value':
         dataset.write_label(np.full((15, 20), 7, np.uint8), png)
+    elif problem == 'jpeg_label':
+        Image.new('L', (20, 15)).save(png, format='JPEG')
     elif problem == 'image':
         open(jpg, 'wb').write(b'\xff\xd8 truncated')
     else:
