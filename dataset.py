@@ -34,7 +34,8 @@ class _VOCData:
     """The ids of one split and the reading of one (image, label) pair, checked."""
 
     def __init__(self, split, data_root):
-        root = config.path(settings.DATA_ROOT if data_root is None else data_root)
+        root = config.path(settings.DATA_ROOT) if data_root is None else \
+            os.path.abspath(os.path.expanduser(data_root))  # settings: from the project folder
         if not os.path.isdir(root):
             raise config.UserError(f'DATA_ROOT {root} is not a folder; {HOW_TO_MAKE}.')
         for sub in ('JPEGImages', 'SegmentationClassAug'):
