@@ -137,7 +137,7 @@ def settings_of(state):
         found['STEM'] = 'deep' if 'extractor.0.0.weight' in state else 'torchvision'
     bottleneck = any(k.startswith('extractor.4.0.conv3.') for k in state)
     counts = tuple(len({k.split('.')[2] for k in state if k.startswith(f'extractor.{i}.')})
-                   for i in range(4, 7))  # layer1..3 (layer4 has 3 blocks in all depths)
+                   for i in range(4, 7))  # layer1..3 tell the depth apart
     for depth, (block, blocks) in network.DEPTHS.items():
         if blocks[:3] == counts and (block is network.Bottleneck) == bottleneck:
             found['N_LAYERS'] = depth
