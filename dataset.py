@@ -208,6 +208,18 @@ def prepare(voc, sbd, workers=None):
                                f'trainaug.txt there, so give a writable copy.')
     voc_ids = _stems(os.path.join(voc, 'SegmentationClass'), '.png')
     sbd_ids = _stems(os.path.join(sbd, 'cls'), '.mat') - voc_ids
+    voc_val = set(read_list(f'{lists}/val.txt'))
+    trainaug = {i for f in (f'{lists}/train.txt', f'{sbd}/train.txt', f'{sbd}/val.txt')
+                for i in read_list(f)}
+    trainaug = sorted(trainaug - voc_val)
+    for split, ids in (('trainaug', trainaug), ('val', sorted(voc_val))):
+        missing = [i for i in ids if i not in voc_ids and i not in sbd_ids]
+        missing = missing or [i for i in ids
+                              if not os.path.isfile(os.path.join(voc, 'JPEGImages', f'{i}.jpg'))]
+        if missing:
+            raise config.UserError(f'{len(missing)} ids of {split} (first: {missing[0]}) have no '
+                                   f'label or no image in {voc} or {sbd}; the download is '
+                                   f'incomplete.')
     out = os.path.join(voc, 'SegmentationClassAug')
     os.makedirs(out, exist_ok=True)
     for f in os.listdir(out):  # what a killed run left half-written
@@ -225,19 +237,6 @@ def prepare(voc, sbd, workers=None):
             for _ in tqdm(pool.imap_unordered(_convert_label, todo, chunksize=8),
                           total=len(todo), desc='labels', unit='file'):
                 pass
-
-    voc_val = set(read_list(f'{lists}/val.txt'))
-    trainaug = {i for f in (f'{lists}/train.txt', f'{sbd}/train.txt', f'{sbd}/val.txt')
-                for i in read_list(f)}
-    trainaug = sorted(trainaug - voc_val)
-    for split, ids in (('trainaug', trainaug), ('val', sorted(voc_val))):
-        missing = [i for i in ids if i not in voc_ids and i not in sbd_ids]
-        missing = missing or [i for i in ids
-                              if not os.path.isfile(os.path.join(voc, 'JPEGImages', f'{i}.jpg'))]
-        if missing:
-            raise config.UserError(f'{len(missing)} ids of {split} (first: {missing[0]}) have no '
-                                   f'label or no image in {voc} or {sbd}; the download is '
-                                   f'incomplete.')
     _write_text(os.path.join(lists, 'trainaug.txt'), ''.join(f'{i}\n' for i in trainaug))
     print(f'trainaug: {len(trainaug)} ids, val: {len(voc_val)} ids')
     if len(trainaug) != FULL_TRAINAUG:

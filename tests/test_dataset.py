@@ -98,14 +98,22 @@ def test_prepare_names_what_is_wrong(tmp_path):
         dataset.prepare(voc, voc, workers=1)
     with pytest.raises(config.UserError, match='VOC 2012 folder'):
         dataset.prepare(str(tmp_path / 'nope'), sbd, workers=1)
-    os.remove(os.path.join(voc, 'JPEGImages', 's_val.jpg'))
-    with pytest.raises(config.UserError, match='first: s_val'):
+    jpg = os.path.join(voc, 'JPEGImages', 's_val.jpg')
+    os.rename(jpg, jpg + '.away')
+    with pytest.raises(config.UserError, match='first: s_val'):  # found before any writing
         dataset.prepare(voc, sbd, workers=1)
+    assert not os.path.exists(os.path.join(voc, 'SegmentationClassAug'))
+    os.rename(jpg + '.away', jpg)
     with open(os.path.join(sbd, 'cls', 's_tr.mat'), 'wb') as f:
         f.write(b'not a mat file')
-    os.remove(os.path.join(voc, 'SegmentationClassAug', 's_tr.png'))
     with pytest.raises(config.UserError, match='s_tr.mat cannot be read'):
         dataset.prepare(voc, sbd, workers=1)
+    # fixed, the next run finishes the work and clears what a killed run left half-written
+    write_mat(os.path.join(sbd, 'cls', 's_tr.mat'), np.zeros((13, 19), np.uint8))
+    stale = os.path.join(voc, 'SegmentationClassAug', 'v_tr.png.tmp123.png')
+    open(stale, 'wb').close()
+    dataset.prepare(voc, sbd, workers=1)
+    assert not os.path.exists(stale) and len(os.listdir(os.path.dirname(stale))) == 10
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
