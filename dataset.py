@@ -321,7 +321,7 @@ def toy_sample(rng, size=TOY_SIZE):
     label = np.zeros((h, w), np.uint8)
     placed, kernel = [], np.ones((3, 3), np.uint8)
     for cls in rng.integers(1, len(TOY_CLASSES), rng.integers(1, 3)):
-        r = rng.uniform(0.2, 0.3) * min(h, w)
+        r = rng.uniform(0.25, 0.35) * min(h, w)
         for _ in range(30):
             c = rng.uniform(0.7 * r, (w - 0.7 * r, h - 0.7 * r))
             if all(np.hypot(*(c - c2)) > 1.1 * (r + r2) for c2, r2 in placed):
