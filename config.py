@@ -28,7 +28,10 @@ def main(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            print(f'error: {e}', file=sys.stderr, flush=True)
+            message = str(e)
+            if 'Original Traceback' in message:  # raised in a DataLoader worker: the sentence
+                message = message.strip().splitlines()[-1].split('UserError: ', 1)[-1]
+            print(f'error: {message}', file=sys.stderr, flush=True)
             sys.exit(2)
     return wrapper
 

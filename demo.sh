@@ -1,0 +1,18 @@
+#!/bin/sh
+# The toy demo, end to end on the CPU: make the toy data, train a small EMANet from scratch with
+# train.py, score it with eval.py. Same code paths as VOC; the only differences from the VOC
+# recipe are these settings (a ResNet-18 without ImageNet weights on 57-pixel crops, so BN
+# statistics must move: BN_MOM=0.1; few iterations, so a larger LR).
+# Usage, from any folder: sh demo.sh    (again: resumes or re-scores; sh clean.sh + rm -r toy/)
+set -eu
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+DEMO="DATA_ROOT=./toy/data N_CLASSES=5 N_LAYERS=18 PRETRAINED= BN_MOM=0.1 EMA_CHANNELS=64
+      N_BASES=16 CROP_SIZE=57 SCALES=(0.75,1.0,1.25) BATCH_SIZE=8 LR=0.1 ITER_MAX=750
+      ITER_SAVE=750 NUM_WORKERS=2 LOG_EVERY=50 IMAGE_EVERY=150
+      MODEL_DIR=./toy/models LOG_DIR=./toy/logdir"
+[ -f toy/data/classes.txt ] || $PY dataset.py toy toy/data
+start=$(date +%s)
+$PY train.py $DEMO
+$PY eval.py toy/models/final.pth $DEMO
+echo "demo: $(( $(date +%s) - start )) s for training and evaluation"
