@@ -87,7 +87,7 @@ def original_sample(root, image_id, rng):
     image = (image - torch.tensor(settings.MEAN)) / torch.tensor(settings.STD)
     image = image.permute(2, 0, 1).unsqueeze(0)
     with open(os.path.join(root, 'SegmentationClassAug', f'{image_id}.png'), 'rb') as fp:
-        label = torch.FloatTensor(np.asarray(Image.open(fp).convert('P')))[None, None]
+        label = torch.FloatTensor(np.array(Image.open(fp).convert('P')))[None, None]
     ratio = float(rng.choice(settings.SCALES))
     image = F.interpolate(image, scale_factor=ratio, mode='bilinear', align_corners=True)
     label = F.interpolate(label, scale_factor=ratio, mode='nearest')

@@ -182,8 +182,8 @@ class EMAU(nn.Module):
             y = y.reshape(b, c, h, w)                              # (B, C, H, W)
             if self.training:
                 self._update_bases(mu)
-        y = self.conv2(F.relu(y))
-        y = F.relu(y + identity)
+        y = self.conv2(F.relu(y, inplace=True))
+        y = F.relu(y + identity, inplace=True)
         return (y, mu, z) if return_z else (y, mu)
 
     def _update_bases(self, mu):
