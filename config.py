@@ -45,7 +45,7 @@ def resolved():
 
 def path(p):
     """A path from settings, relative ones taken from the project folder."""
-    return os.path.join(ROOT, os.path.expanduser(p))
+    return os.path.normpath(os.path.join(ROOT, os.path.expanduser(p)))
 
 
 def _kind(v):

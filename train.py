@@ -118,7 +118,7 @@ def check_settings(world):
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '
                                f'does not divide over {world} processes; pass a multiple of '
                                f'{world}, like BATCH_SIZE={fit}.')
-    weights = os.path.normpath(config.path(settings.PRETRAINED))
+    weights = config.path(settings.PRETRAINED)
     if settings.PRETRAINED and not os.path.isfile(weights):
         raise config.UserError(f'the ImageNet weights {weights} (PRETRAINED) do not exist; put '
                                f'the file there, or pass PRETRAINED= to train from scratch.')
@@ -211,7 +211,7 @@ def save(name, model, optimizer, step, rank, world):
 
 def writable(key):
     """The folder of setting `key`, made if needed, or one sentence on why it cannot be."""
-    folder = os.path.normpath(config.path(getattr(settings, key)))
+    folder = config.path(getattr(settings, key))
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:

@@ -69,5 +69,5 @@ def test_a_script_reports_a_bad_override_without_traceback():
 
 
 def test_relative_paths_are_taken_from_the_project_folder():
-    assert config.path('./logdir') == config.ROOT + '/./logdir'
+    assert config.path('./logdir') == config.ROOT + '/logdir'
     assert config.path('/abs/dir') == '/abs/dir'
