@@ -161,6 +161,9 @@ class EMAU(nn.Module):
         self.conv1 = nn.Conv2d(c, c, 1)
         self.conv2 = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), batchnorm(c))
         init_weights(self)
+        # The EM loop runs without gradient, so conv1 never gets one (as in the original, whose
+        # SGD skipped it); saying so lets DDP skip its search for unused parameters.
+        self.conv1.requires_grad_(False)
 
     def forward(self, x, return_z=False):
         identity = x

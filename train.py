@@ -304,9 +304,9 @@ def train(rank, world, device):
         optimizer.load_state_dict(ckpt['optimizer'])
         torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see the loop)
     net = model
-    if world > 1:  # the EM unit's parameter conv1 gets no gradient (its EM loop runs no_grad)
+    if world > 1:  # every parameter that requires a gradient gets one (see EMAU.conv1)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
-                                                  find_unused_parameters=True)
+                                                  find_unused_parameters=False)
     if settings.COMPILE and cuda:
         net = torch.compile(net)
     elif settings.COMPILE:

@@ -136,6 +136,7 @@ def test_gradients_reach_head_and_backbone_but_not_the_em_path():
         grad = net.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert net.emau.conv1.weight.grad is None  # the EM loop runs without gradient
+    assert not net.emau.conv1.weight.requires_grad  # and says so (DDP needs no unused search)
     assert not net.emau.mu.requires_grad
 
 
