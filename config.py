@@ -1,6 +1,7 @@
 """The plumbing around settings.py: KEY=VALUE overrides, the resolved settings, run records,
 and the one way a script reports a mistake the user can fix."""
 import ast
+import contextlib
 import difflib
 import functools
 import json
@@ -152,18 +153,27 @@ def write_record(record, log_dir, name):
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def save_atomic(obj, target):
-    """torch.save through a temporary file and a rename: a kill never leaves half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    tmp = f'{target}.tmp{os.getpid()}'
+@contextlib.contextmanager
+def atomic(target, suffix=''):
+    """A temporary path beside `target` to write: renamed onto `target` when the block ends
+    without error, removed otherwise, so a kill never leaves half a file at `target`.
+    `suffix` keeps an extension that a writer reads the format from ('.png')."""
+    tmp = f'{target}.tmp{os.getpid()}{suffix}'
     try:
-        torch.save(obj, tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(obj, target):
+    """torch.save through a temporary file and a rename: a kill never leaves half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    with atomic(target) as tmp:
+        torch.save(obj, tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
 
 
 def load_checkpoint(target):

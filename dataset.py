@@ -147,9 +147,8 @@ def write_label(label, path):
     """An index PNG with the VOC palette, written via a temporary file and a rename."""
     img = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
     img.putpalette(palette())
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    img.save(tmp)
-    os.replace(tmp, path)
+    with config.atomic(path, '.png') as tmp:
+        img.save(tmp)
 
 
 # ---------------------------------------------------------------------------- classes
@@ -275,9 +274,8 @@ def _write_text(path, text):
         with open(path) as f:
             if f.read() == text:
                 return
-    with open(f'{path}.tmp', 'w') as f:
+    with config.atomic(path) as tmp, open(tmp, 'w') as f:
         f.write(text)
-    os.replace(f'{path}.tmp', path)
 
 
 # ---------------------------------------------------------------------------- toy data
