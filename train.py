@@ -329,7 +329,7 @@ def train(rank, world, device):
                                        settings.STD)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.AMP):
+        with evaluation.autocast(device):  # bf16 on CUDA when AMP, as in evaluation
             logits = net(x)
         loss = loss_fn(logits, label.to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
