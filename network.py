@@ -5,6 +5,7 @@ Module and buffer names follow the original code, so its state dicts load strict
 `python network.py [KEY=VALUE ...]` prints parameters and multiply-accumulates at 513x513.
 """
 import math
+import os
 import sys
 
 import torch
@@ -261,7 +262,6 @@ def imagenet_name(key):
 def load_imagenet(net, path):
     """Load ImageNet weights into net.extractor, all or nothing; returns the tensor count.
     Takes the original's deep-stem files (STEM='deep') and torchvision's (STEM='torchvision')."""
-    import os
     if not os.path.isfile(path):
         raise config.UserError(
             f'ImageNet weights {path} do not exist; download them into that path (see '
@@ -285,7 +285,7 @@ def load_imagenet(net, path):
     for name, tensor in target.items():
         if name not in state and not name.endswith('num_batches_tracked'):
             raise config.UserError(f'ImageNet weights {path} lack {name!r}; the file does not '
-                                   f'fit N_LAYERS={len(target) and settings.N_LAYERS}, '
+                                   f'fit N_LAYERS={settings.N_LAYERS}, '
                                    f'give the matching ResNet file.')
         if name in state and state[name].shape != tensor.shape:
             raise config.UserError(
