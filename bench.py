@@ -110,7 +110,7 @@ def bench_data(n=24, rounds=3):
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as root:
         ids = voc_like_folder(root, n)
-        ours = dataset.TrainDataset('trainaug', data_root=root)
+        ours = dataset.TrainDataset('trainaug', root=root)
         rng = np.random.default_rng(0)
         paths = [os.path.join(root, 'JPEGImages', f'{i}.jpg') for i in ids]
         runs = {'decode': lambda: [cv2.imread(p) for p in paths],
@@ -248,7 +248,7 @@ def bench_cuda():
 
 @config.main
 def main():
-    rest = config.apply_overrides(sys.argv[1:])
+    rest = config.apply_overrides(sys.argv[1:], __doc__)
     if rest:
         raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE.')
     print(f'bench.py on {torch.get_num_threads()} CPU threads'

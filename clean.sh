@@ -1,49 +1,94 @@
 #!/bin/sh
-# Remove what runs produce: the files train.py writes in MODEL_DIR (latest.pth, final.pth,
-# step_<N>.pth, their *.tmp* leftovers incl. the run's lock latest.pth.tmp.lock), everything
-# in LOG_DIR, and the Python/pytest caches. ImageNet weights and other files in MODEL_DIR stay.
-# Usage, from any folder: sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>] (default: settings.py)
+# Remove what runs wrote, by name, and nothing else:
+#   MODEL_DIR: latest.pth, final.pth, best.pth, step_<N>.pth, train.lock, *.pth.tmp<pid>
+#   LOG_DIR:   train.log, train-*.json, metrics.jsonl, events.out.tfevents.*, train.log.lock,
+#              eval_*.json, eval_*_confusion.png, eval_*_pred/, eval_*_attention/, predict_*/,
+#              bench.json, and the *.tmp<pid> leftovers of a killed write
+# plus the Python and pytest caches here. Other files stay (it says which). It refuses while a
+# train.py holds the folders, and a LOG_DIR that holds the project, DATA_ROOT or the ImageNet
+# weights (PRETRAINED).
+# Usage, from any folder: sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>] (default: settings.py;
+# relative paths are taken from this folder, as in settings.py)
 set -eu
 cd "$(dirname "$0")"
-here=$(pwd -P)
 PY=${PYTHON:-python3}
-dirs=$("$PY" - "$@" <<'PYTHON'
-import os, sys
+"$PY" - "$@" <<'PYTHON'
+import fcntl, fnmatch, os, re, sys
 import settings
+
+here = os.path.realpath('.')
 given = dict(arg.partition('=')[::2] for arg in sys.argv[1:])
 for key in given:
     if key not in ('LOG_DIR', 'MODEL_DIR'):
         sys.exit(f'clean.sh: {key!r} is not LOG_DIR=<dir> or MODEL_DIR=<dir>; nothing removed')
-for key in ('LOG_DIR', 'MODEL_DIR'):
-    d = os.path.expanduser(given.get(key, getattr(settings, key)))
-    print(os.path.realpath(os.path.join(os.getcwd(), d)))
+real = lambda p: os.path.realpath(os.path.join(here, os.path.expanduser(p)))  # noqa: E731
+log_dir, model_dir = (real(given.get(k, getattr(settings, k))) for k in ('LOG_DIR', 'MODEL_DIR'))
+
+
+def within(path, folder):
+    return path == folder or path.startswith(folder.rstrip('/') + '/')
+
+
+protected = {'the project': here, 'DATA_ROOT': real(settings.DATA_ROOT),
+             'PRETRAINED (the ImageNet weights)': real(settings.PRETRAINED or '/nonexistent'),
+             'your home folder': os.path.realpath(os.path.expanduser('~'))}
+for what, path in protected.items():
+    if within(path, log_dir) and (os.path.exists(path) or what == 'the project'):
+        sys.exit(f'clean.sh: LOG_DIR={log_dir} holds {what} ({path}); give the run\'s own log '
+                 f'folder as LOG_DIR=<dir>; nothing removed')
+for folder, lock in ((model_dir, 'train.lock'), (log_dir, 'train.log.lock')):
+    if os.path.isfile(os.path.join(folder, lock)):
+        with open(os.path.join(folder, lock), 'a') as f:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                sys.exit(f'clean.sh: a train.py is running in {folder}; stop it first (its '
+                         f'checkpoints are in use); nothing removed')
+
+def empty_ours(folder):
+    """Remove the pictures (and archives) that eval.py and predict.py write below folder, then
+    the folders left empty; True when folder itself went."""
+    for top, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            if any(fnmatch.fnmatch(name, p) for p in ('*.png', '*.jpg', '*.tar.gz', TMP)):
+                os.remove(os.path.join(top, name))
+        if not os.listdir(top):
+            os.rmdir(top)
+    return not os.path.exists(folder)
+
+
+TMP = '*.tmp[0-9]*'  # config.atomic's temporary files: <name>.tmp<pid>[.ext]
+OURS = {}  # folder: (file patterns, folder patterns); LOG_DIR may be MODEL_DIR
+for folder, files, folders in (
+        (model_dir, ['latest.pth', 'final.pth', 'best.pth', 'step_[0-9]*.pth', 'train.lock',
+                     'latest.pth.tmp.lock', '*.pth' + TMP], []),
+        (log_dir, ['train.log', 'train-*.json', 'metrics.jsonl', 'events.out.tfevents.*',
+                   'train.log.lock', 'eval_*.json', 'eval_*_confusion.png', 'bench.json', TMP],
+         ['eval_*_pred', 'eval_*_attention', 'predict_*'])):
+    have = OURS.setdefault(folder, ([], []))
+    have[0].extend(files)
+    have[1].extend(folders)
+for folder, (files, folders) in OURS.items():
+    if not os.path.isdir(folder):
+        continue
+    removed, left = 0, []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        ours = any(fnmatch.fnmatch(name, p) for p in (folders if os.path.isdir(path) else files))
+        if ours and name.endswith('.pth') and name.startswith('step_'):
+            ours = re.fullmatch(r'step_\d+\.pth', name) is not None
+        if ours and os.path.isdir(path) and not os.path.islink(path):
+            ours = empty_ours(path)  # a folder of pictures: only those go
+            left += [] if ours else [name + '/ (files it did not write)']
+        elif ours:
+            os.remove(path)
+        else:
+            left.append(name)
+        removed += ours
+    kept = f'; left {len(left)} it did not write: {", ".join(left[:5])}' if left else ''
+    kept += ' ...' if len(left) > 5 else ''
+    print(f'clean.sh: removed {removed} from {folder}{kept}')
 PYTHON
-)
-log_dir=$(echo "$dirs" | sed -n 1p)
-model_dir=$(echo "$dirs" | sed -n 2p)
-
-case "$here/" in
-    "$log_dir"/*) echo "clean.sh: LOG_DIR=$log_dir holds the project; refusing to empty it" >&2
-                  exit 2 ;;
-esac
-if [ "$log_dir" = / ] || [ "$log_dir" = "$(cd ~ && pwd -P)" ]; then
-    echo "clean.sh: LOG_DIR=$log_dir is not a run folder; refusing to empty it" >&2
-    exit 2
-fi
-
-if [ -d "$model_dir" ]; then
-    for f in "$model_dir"/latest.pth* "$model_dir"/final.pth* \
-             "$model_dir"/step_[0-9]*.pth*; do
-        case "$f" in
-            *.pth|*.pth.tmp*)
-                if [ -f "$f" ]; then rm -f -- "$f"; echo "removed $f"; fi ;;
-        esac
-    done
-fi
-if [ -d "$log_dir" ]; then
-    find "$log_dir" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
-    echo "emptied $log_dir"
-fi
 find . -name __pycache__ -type d -prune -exec rm -rf -- {} +
 rm -rf .pytest_cache
 exit 0

@@ -1,13 +1,17 @@
-"""The plumbing around settings.py: KEY=VALUE overrides, the resolved settings, run records,
-and the one way a script reports a mistake the user can fix."""
+"""The plumbing around settings.py: KEY=VALUE overrides and their checks, run records, safe
+writes and checkpoint reads, torchrun set-up, and the one way a script reports a mistake the
+user can fix (one sentence, exit status 2)."""
 import ast
 import contextlib
 import difflib
+import errno
 import functools
 import json
+import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 
@@ -23,9 +27,12 @@ class UserError(Exception):
 
 
 def main(fn):
-    """Run a script's main(): a UserError ends it with its sentence and exit status 2."""
+    """Run a script's main(): a UserError ends it with its sentence and exit status 2; SIGTERM
+    (what cluster schedulers send) ends it like Ctrl-C, with exit status 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             return fn(*args, **kwargs)
         except UserError as e:
@@ -34,10 +41,35 @@ def main(fn):
                 message = message.strip().splitlines()[-1].split('UserError: ', 1)[-1]
             print(f'error: {message}', file=sys.stderr, flush=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print('interrupted', file=sys.stderr, flush=True)
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     return wrapper
 
 
-# ---------------------------------------------------------------------------- settings
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# forked helpers (data loader workers, pools) die quietly on SIGTERM, as they would without us
+os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def short(value, limit=80):
+    """repr(value), or its start and end when longer than `limit` (for messages)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f'{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} characters)'
+
+
+# ---------------------------------------------------------------------------- overrides
+
+# Settings that also take a second form besides their default's type: an example of it.
+ALSO = {'CROP_SIZE': (513, 513), 'STAGE_NUM_EVAL': (1, 2, 3)}
+
 
 def resolved():
     """All settings as a plain dict (upper-case names only), as they are now."""
@@ -54,7 +86,7 @@ def _kind(v):
             tuple: 'a tuple'}[type(v)]
 
 
-def _convert(key, default, value):
+def _convert(default, value):
     """`value` as the type of `default`, or None when it does not fit."""
     if isinstance(default, bool):
         return value if isinstance(value, bool) else None
@@ -70,19 +102,19 @@ def _convert(key, default, value):
             return None
         if not default:
             return tuple(value)
-        items = [_convert(key, default[0], v) for v in value]
+        items = [_convert(default[0], v) for v in value]
         return None if any(v is None for v in items) else tuple(items)
-    raise TypeError(f'settings.{key} has an unsupported type {type(default).__name__}')
+    raise TypeError(f'settings of type {type(default).__name__} are not supported')
 
 
 def parse(key, text):
     """The value of `KEY=text`, checked against the type of the default in settings.py."""
-    names = [k for k in resolved()]
+    names = list(resolved())
     if key not in names:
         close = difflib.get_close_matches(key.upper(), names, n=3, cutoff=0.5)
         hint = f' (closest: {", ".join(close)})' if close else ''
-        raise UserError(f'unknown setting {key!r}{hint}; the settings are the upper-case '
-                        f'names in settings.py.')
+        raise UserError(f'unknown setting {short(key)!r}{hint}; the settings are the '
+                        f'upper-case names in settings.py.')
     default = getattr(settings, key)
     if isinstance(default, bool) and text in ('true', 'false'):
         text = text.capitalize()
@@ -90,28 +122,139 @@ def parse(key, text):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         if not isinstance(default, str):
-            raise UserError(f'{key}={text!r} is not a Python literal; {key} takes '
+            raise UserError(f'{key}={short(text)} is not a Python literal; {key} takes '
                             f'{_kind(default)}, like {key}={default!r}.') from None
         value = text  # a bare word where a string is expected: DATA_ROOT=/data/voc
     if isinstance(default, str) and not isinstance(value, str):
         value = text  # DATA_ROOT=2012 is the folder '2012'
-    converted = _convert(key, default, value)
+    converted = _convert(default, value)
+    if converted is None and key in ALSO:
+        converted = _convert(ALSO[key], value)
     if converted is None:
-        raise UserError(f'{key}={text!r} has the wrong type; {key} takes {_kind(default)}, '
-                        f'like {key}={default!r}.')
+        also = f' or {_kind(ALSO[key])} like {ALSO[key]!r}' if key in ALSO else ''
+        raise UserError(f'{key}={short(text)} has the wrong type; {key} takes '
+                        f'{_kind(default)}{also}, like {key}={default!r}.')
     return converted
 
 
-def apply_overrides(argv):
-    """Apply every KEY=VALUE of argv to settings; return the other arguments, in order."""
+def is_setting(arg):
+    """KEY=VALUE is a setting; a path that exists, or a lower-case 'name=value/...' (an
+    experiment folder like lr=0.1/final.pth), is not."""
+    key, eq, text = arg.partition('=')
+    if not eq or not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', key) or os.path.exists(arg):
+        return False
+    return key.isupper() or '/' not in text
+
+
+def apply_overrides(argv, usage=None):
+    """Apply every KEY=VALUE of argv to settings, check them all (see `check`), and return the
+    other arguments in order. -h or --help prints `usage` (the script's docstring) and exits."""
+    if usage and any(a in ('-h', '--help') for a in argv):
+        print(usage.strip())
+        sys.exit(0)
     rest = []
     for arg in argv:
-        key, eq, text = arg.partition('=')
-        if eq and re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', key):
+        if is_setting(arg):
+            key, _, text = arg.partition('=')
             setattr(settings, key, parse(key, text))
         else:
             rest.append(arg)
+    check()
     return rest
+
+
+def crop_size(value=None):
+    """CROP_SIZE (or `value`) as (height, width)."""
+    value = settings.CROP_SIZE if value is None else value
+    return tuple(value) if isinstance(value, tuple) else (value, value)
+
+
+def stage_counts():
+    """The EM stage counts of evaluation: STAGE_NUM_EVAL as a tuple, 0 meaning STAGE_NUM."""
+    value = settings.STAGE_NUM_EVAL
+    return tuple(value) if isinstance(value, tuple) else (value or settings.STAGE_NUM,)
+
+
+def _rules(s):
+    """(key, holds, what the value must be) for every setting that has a range."""
+    def within(key, low, high):
+        return key, low <= s[key] <= high, f'must be in [{low}, {high}]'
+
+    def at_least(key, low):
+        return key, s[key] >= low, f'must be at least {low}'
+
+    def one_of(key, values):
+        return key, s[key] in values, f'must be one of {", ".join(map(repr, values))}'
+
+    def scales(key):
+        v = s[key]
+        return key, len(v) >= 1 and all(0 < x <= 4 for x in v), \
+            'must be one or more scales in (0, 4], like (0.5, 1.0, 2.0)'
+
+    side = s['STRIDE'] + 1 if s['STRIDE'] in (8, 16) else 9
+    crop = crop_size(s['CROP_SIZE'])
+    stages = s['STAGE_NUM_EVAL']
+    return [
+        ('MEAN', len(s['MEAN']) == 3 and all(0 <= m <= 1 for m in s['MEAN']),
+         'must be 3 values in [0, 1] (red, green, blue of images scaled to [0, 1])'),
+        ('STD', len(s['STD']) == 3 and all(0 < v < math.inf for v in s['STD']),
+         'must be 3 positive values (red, green, blue)'),
+        scales('SCALES'),
+        ('CROP_SIZE', len(crop) == 2 and all(side <= c <= 8192 for c in crop),
+         f'must be a side (or a (height, width) pair) of {side} to 8192 pixels '
+         f'(at least STRIDE + 1)'),
+        within('N_CLASSES', 1, 255),
+        ('IGNORE_LABEL', s['N_CLASSES'] <= s['IGNORE_LABEL'] <= 255,
+         'must be in [N_CLASSES, 255] (labels are 8-bit; no class may be ignored)'),
+        one_of('N_LAYERS', (18, 34, 50, 101, 152)),
+        one_of('STRIDE', (8, 16)),
+        one_of('STEM', ('deep', 'torchvision')),
+        within('BN_MOM', 0, 1),
+        at_least('EMA_CHANNELS', 1),
+        at_least('N_BASES', 1),
+        within('EM_MOM', 0, 1),
+        at_least('STAGE_NUM', 1),
+        ('STAGE_NUM_EVAL', stages >= 0 if isinstance(stages, int) else
+         len(stages) >= 1 and all(t >= 1 for t in stages),
+         'must be 0 (= STAGE_NUM), a count of at least 1, or a tuple of such counts'),
+        at_least('BATCH_SIZE', 1),
+        at_least('ITER_MAX', 1),
+        at_least('ITER_SAVE', 1),
+        at_least('LR_DECAY', 1),
+        ('LR', 0 < s['LR'] < math.inf, 'must be a positive finite number'),
+        within('LR_MOM', 0, 1),
+        ('POLY_POWER', 0 <= s['POLY_POWER'] < math.inf, 'must be a finite number >= 0'),
+        ('WEIGHT_DECAY', 0 <= s['WEIGHT_DECAY'] < math.inf, 'must be a finite number >= 0'),
+        one_of('LOSS', ('ce', 'ohem')),
+        ('OHEM_THRESH', 0 < s['OHEM_THRESH'] <= 1, 'must be in (0, 1]'),
+        at_least('OHEM_MIN_KEPT', 0),
+        at_least('SEED', 0),
+        at_least('NUM_WORKERS', 0),
+        at_least('LOG_EVERY', 1),
+        at_least('IMAGE_EVERY', 0),
+        at_least('VAL_EVERY', 0),
+        scales('EVAL_SCALES'),
+        one_of('EVAL_MODE', ('whole', 'slide')),
+        within('SLIDE_CROP', side, 8192),
+        within('SLIDE_STEP', 1, s['SLIDE_CROP']),
+        at_least('ATTN_IMAGES', 0),
+    ]
+
+
+def check():
+    """Refuse, in one sentence, the first setting that is out of its range."""
+    s = resolved()
+    try:
+        rules = _rules(s)
+    except TypeError:  # a value of the wrong type in settings.py itself
+        rules = None
+    for key, holds, need in rules or []:
+        if not holds:
+            raise UserError(f'{key}={short(s[key])} {need}; set it in settings.py or pass '
+                            f'{key}=<value>.')
+    if rules is None:
+        raise UserError('settings.py holds a value of the wrong type (compare it with the '
+                        'comments there); fix it, or pass the key as KEY=VALUE.')
 
 
 # ---------------------------------------------------------------------------- run records
@@ -131,27 +274,36 @@ def git_state():
         return 'unknown', None
 
 
+def versions():
+    """The versions of everything that decides the numbers: Python, torch, CUDA, and the
+    libraries that decode and resize the data."""
+    import cv2
+    import numpy
+    import PIL
+    cuda = torch.cuda.is_available()
+    return {'python': platform.python_version(), 'torch': torch.__version__,
+            'numpy': numpy.__version__, 'opencv': cv2.__version__, 'pillow': PIL.__version__,
+            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if cuda else None}
+
+
 def run_record(**extra):
     """What a run records of itself: settings, git state, library versions, and `extra`."""
-    import numpy
     sha, dirty = git_state()
-    versions = {'python': platform.python_version(), 'torch': torch.__version__,
-                'numpy': numpy.__version__, 'cuda': torch.version.cuda,
-                'cudnn': torch.backends.cudnn.version() if torch.cuda.is_available() else None}
     return {'settings': resolved(), 'git_sha': sha, 'git_dirty': dirty,
-            'argv': sys.argv, 'host': platform.node(), 'versions': versions, **extra}
+            'argv': sys.argv, 'host': platform.node(), 'versions': versions(), **extra}
 
 
-def write_record(record, log_dir, name):
-    """Write `record` as JSON into log_dir/name; returns the path."""
-    os.makedirs(log_dir, exist_ok=True)
+def write_record(record, log_dir, name, key='LOG_DIR'):
+    """Write `record` as JSON into log_dir/name, atomically; returns the path."""
     target = os.path.join(log_dir, name)
-    with open(target, 'w') as f:
-        json.dump(record, f, indent=2, default=str)
+    with writing(target, key):
+        os.makedirs(log_dir, exist_ok=True)
+        with atomic(target) as tmp, open(tmp, 'w') as f:
+            json.dump(record, f, indent=2, default=str)
     return target
 
 
-# ---------------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------------- files
 
 @contextlib.contextmanager
 def atomic(target, suffix=''):
@@ -167,32 +319,104 @@ def atomic(target, suffix=''):
             os.remove(tmp)
 
 
-def save_atomic(obj, target):
-    """torch.save through a temporary file and a rename: a kill never leaves half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    with atomic(target) as tmp:
-        torch.save(obj, tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+@contextlib.contextmanager
+def writing(target, key):
+    """A failed write of `target` (a full disk, a read-only folder) as one sentence naming it
+    and the setting or argument `key` that chose the folder."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and 'write' not in str(e) and 'pos' not in str(e):
+            raise  # not a failed write (torch.save says "file write failed", "unexpected pos")
+        code = e.errno if isinstance(e, OSError) else errno.ENOSPC  # torch: a short write
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f'its folder is not writable; pass another {key}'
+        elif code in (errno.ENOSPC, errno.EDQUOT):
+            fix = f'the disk is full; make room or pass another {key}'
+        else:
+            fix = f'pass another {key}'
+        why = e.strerror if isinstance(e, OSError) and e.strerror else 'the write failed'
+        raise UserError(f'{target} could not be written ({why}); {fix}.') from None
+
+
+def folder(key):
+    """The folder that setting `key` names, made if needed and checked to be writable, or one
+    sentence on why it cannot be."""
+    target = path(getattr(settings, key))
+    probe = os.path.join(target, f'.write-test.{os.getpid()}')
+    try:
+        os.makedirs(target, exist_ok=True)
+        open(probe, 'w').close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f'{key} {target} cannot be made or written ({e.strerror}); pass a folder '
+                        f'you can write, like {key}=/tmp/emanet.') from None
+    return target
+
+
+def save_atomic(obj, target, key='MODEL_DIR'):
+    """torch.save through a temporary file and a rename: a kill or a full disk never leaves
+    half a file at `target`, and the file there before stays as it was."""
+    with writing(target, key):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with atomic(target) as tmp:
+            torch.save(obj, tmp)
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
 
 
 def load_checkpoint(target):
     """A checkpoint as a dict (tensors on the CPU); a raw state dict becomes {'net': it}."""
+    if os.path.isdir(target):
+        raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
+                        f'{os.path.join(target, "final.pth")}.')
     if not os.path.isfile(target):
         raise UserError(f'checkpoint {target} does not exist; train first or give the path '
                         f'of an existing .pth file.')
+    if os.path.getsize(target) == 0:
+        raise UserError(f'checkpoint {target} is empty (0 bytes: a copy or a save that did '
+                        f'not finish); delete it or give another file.')
     try:
         ckpt = torch.load(target, map_location='cpu', weights_only=True)
     except Exception as e:  # a truncated, foreign or non-torch file
+        why = (str(e).strip().splitlines() or [''])[0]
         raise UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
-                        f'{str(e).splitlines()[0][:200]}); it is not a complete torch '
-                        f'checkpoint, so delete it or give another file.') from None
+                        f'{short(why, 160)}); it is not a complete torch checkpoint, so '
+                        f'delete it or give another file.') from None
     if not isinstance(ckpt, dict):
         raise UserError(f'checkpoint {target} holds a {type(ckpt).__name__}, not a dict; '
                         f'give a file written by train.py or by the original code.')
     if 'net' not in ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         ckpt = {'net': ckpt}
+    if not isinstance(ckpt.get('net'), dict):
+        raise UserError(f'checkpoint {target} has no state dict under "net"; give a file '
+                        f'written by train.py or by the original code.')
     return ckpt
+
+
+def first_non_finite(state):
+    """The first key of a state dict whose floating-point tensor holds nan or inf, or None."""
+    for key, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+            return key
+    return None
+
+
+def check_finite(state, target):
+    """Refuse a checkpoint with non-finite weights: it would score or train silently wrong."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
+                        f'it cannot be used, so give an earlier checkpoint.')
+
+
+def unique_name(folder, stem, ext=''):
+    """stem+ext, or stem-2+ext, stem-3+ext, ...: the first name not yet in `folder`."""
+    name, n = stem + ext, 1
+    while os.path.exists(os.path.join(folder, name)):
+        n += 1
+        name = f'{stem}-{n}{ext}'
+    return name
 
 
 # ---------------------------------------------------------------------------- processes

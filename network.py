@@ -166,11 +166,12 @@ class EMAU(nn.Module):
         # SGD skipped it); saying so lets DDP skip its search for unused parameters.
         self.conv1.requires_grad_(False)
 
-    def forward(self, x, return_z=False):
+    def forward(self, x, return_z=False, stages=None):
+        """stages: EM iterations, when not those of the mode (stage_num / stage_num_eval)."""
         identity = x
         x = self.conv1(x)
         b, c, h, w = x.shape
-        stages = self.stage_num if self.training else self.stage_num_eval
+        stages = stages or (self.stage_num if self.training else self.stage_num_eval)
         # The EM loop carries no gradient (as the original: conv1 learns nothing) and runs
         # in float32 even under autocast: the softmax over bases is sensitive to rounding.
         amp_device = 'cuda' if x.is_cuda else 'cpu'
@@ -192,31 +193,14 @@ class EMAU(nn.Module):
 
     def _update_bases(self, mu):
         """mu_buffer <- m * mu_buffer + (1 - m) * mean of mu over the whole global batch."""
-        total = torch.cat([mu.sum(dim=0).flatten(), mu.new_tensor([mu.shape[0]])])
+        count = mu.new_full((1,), mu.shape[0])  # made on the device: no host-device sync
+        total = torch.cat([mu.sum(dim=0).flatten(), count])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(total)  # every process gets the same sum, so the same buffer
         mean = (total[:-1] / total[-1]).view_as(self.mu)           # (1, C, K)
         self.mu.mul_(self.momentum).add_(mean, alpha=1 - self.momentum)
 
 # ---------------------------------------------------------------------------- EMANet
-
-
-def check_settings(n_classes, n_layers):
-    """Model settings a user can get wrong, each with one clear sentence."""
-    given = {'N_LAYERS': n_layers, 'STRIDE': settings.STRIDE, 'STEM': settings.STEM}
-    allowed = {'N_LAYERS': tuple(DEPTHS), 'STRIDE': (8, 16), 'STEM': ('deep', 'torchvision')}
-    for key, values in allowed.items():
-        if given[key] not in values:
-            raise config.UserError(f'{key}={given[key]!r} is not supported; '
-                                   f'choose one of {", ".join(map(repr, values))}.')
-    given = {'N_CLASSES': n_classes, 'EMA_CHANNELS': settings.EMA_CHANNELS,
-             'N_BASES': settings.N_BASES, 'STAGE_NUM': settings.STAGE_NUM}
-    for key, value in given.items():
-        if value < 1:
-            raise config.UserError(f'{key} must be at least 1, not {value}.')
-    if settings.STAGE_NUM_EVAL < 0:
-        raise config.UserError('STAGE_NUM_EVAL must be at least 1 (or 0 for STAGE_NUM), '
-                               f'not {settings.STAGE_NUM_EVAL}.')
 
 
 class EMANet(nn.Module):
@@ -226,28 +210,91 @@ class EMANet(nn.Module):
 
     def __init__(self, n_classes, n_layers):
         super().__init__()
-        check_settings(n_classes, n_layers)
         backbone = ResNet(n_layers, settings.STRIDE, settings.STEM)
         self.extractor = nn.Sequential(
             backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool,
             backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
         c = settings.EMA_CHANNELS
         self.fc0 = ConvBNReLU(backbone.c_in, c, 3)
-        self.emau = EMAU(c, settings.N_BASES, settings.STAGE_NUM,
-                         settings.STAGE_NUM_EVAL or settings.STAGE_NUM, settings.EM_MOM)
+        self.emau = EMAU(c, settings.N_BASES, settings.STAGE_NUM, config.stage_counts()[0],
+                         settings.EM_MOM)
         self.fc1 = nn.Sequential(ConvBNReLU(c, 256, 3), nn.Dropout2d(p=0.1))
         self.fc2 = nn.Conv2d(256, n_classes, 1)
         # fc0, fc1 and fc2 keep PyTorch's default init, as in the original.
 
-    def forward(self, img, return_attention=False):
-        x = self.fc0(self.extractor(img))
-        x, _, z = self.emau(x, return_z=True)
+    def forward(self, img, return_attention=False, stages=None):
+        return self.head(self.features(img), img.shape[-2:], return_attention, stages)
+
+    def features(self, img):
+        """What the EM unit takes: the backbone and fc0 (B, EMA_CHANNELS, h, w)."""
+        return self.fc0(self.extractor(img))
+
+    def head(self, x, size, return_attention=False, stages=None):
+        """Logits (B, n_classes, *size) float32 from features(img); `stages` EM iterations
+        when given (an evaluation sweep reuses one features() for several counts)."""
+        x, _, z = self.emau(x, return_z=True, stages=stages)
         x = self.fc2(self.fc1(x))
-        logits = F.interpolate(x, size=img.shape[-2:], mode='bilinear', align_corners=True)
+        # float32 before upsampling: under autocast x is bf16, and the backward of a bilinear
+        # upsample adds up hundreds of terms per source pixel
+        logits = F.interpolate(x.float(), size=tuple(size), mode='bilinear', align_corners=True)
         if not return_attention:
             return logits
         b, _, h, w = x.shape
         return logits, z.transpose(1, 2).reshape(b, -1, h, w)    # (B, K, h, w)
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def load_weights(net, state, target, fix, head_may_differ=False):
+    """Load a checkpoint's state dict into net, all of it or nothing, or say in one sentence why
+    it does not fit (ending with `fix`). Wrapper prefixes (DataParallel, DDP, torch.compile) are
+    dropped; files of older PyTorch versions without num_batches_tracked load. With
+    head_may_differ, a classifier (fc2) of another class count is left as initialised; returns
+    the keys so left."""
+    for prefix in ('module.', '_orig_mod.'):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    config.check_finite(state, target)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state if k not in own]
+    differ = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    skipped = [k for k in differ if head_may_differ and k.startswith('fc2.')]
+    shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in differ
+              if k not in skipped]
+    if missing or unexpected or shapes:
+        raise config.UserError(
+            f'checkpoint {target} does not fit the network built with '
+            f'{describe(settings_of(own))}: {describe(settings_of(state))} by its weights'
+            + ''.join(f'; {what} {len(keys)} key(s) like {", ".join(keys[:3])}' for what, keys in
+                      (('missing', missing), ('unexpected', unexpected), ('shape', shapes))
+                      if keys) + f'; {fix}.')
+    counters = {k: v for k, v in own.items() if k.endswith('num_batches_tracked')}
+    net.load_state_dict({**counters, **{k: v for k, v in state.items() if k not in skipped},
+                         **{k: own[k] for k in skipped}}, strict=True)
+    return skipped
+
+
+def settings_of(state):
+    """The model settings a state dict's key names and shapes show (those it can show)."""
+    found = {}
+    if 'fc2.weight' in state:
+        found['N_CLASSES'] = state['fc2.weight'].shape[0]
+    if 'emau.mu' in state and state['emau.mu'].dim() == 3:
+        found['EMA_CHANNELS'], found['N_BASES'] = state['emau.mu'].shape[1:]
+    if 'extractor.0.0.weight' in state or 'extractor.0.weight' in state:
+        found['STEM'] = 'deep' if 'extractor.0.0.weight' in state else 'torchvision'
+    bottleneck = any(k.startswith('extractor.4.0.conv3.') for k in state)
+    counts = tuple(len({k.split('.')[2] for k in state if k.startswith(f'extractor.{i}.')})
+                   for i in range(4, 7))  # layer1..3 tell the depth apart
+    for depth, (block, blocks) in DEPTHS.items():
+        if blocks[:3] == counts and (block is Bottleneck) == bottleneck:
+            found['N_LAYERS'] = depth
+    return found
+
+
+def describe(values):
+    return ' '.join(f'{k}={config.short(v)}' for k, v in values.items()) or 'unknown settings'
 
 # ---------------------------------------------------------------------------- ImageNet weights
 
@@ -329,13 +376,13 @@ def cost(size=513):
 
 @config.main
 def main():
-    rest = config.apply_overrides(sys.argv[1:])
+    rest = config.apply_overrides(sys.argv[1:], __doc__)
     if rest:
         raise config.UserError(f'unexpected argument {rest[0]!r}; network.py takes KEY=VALUE.')
     table = cost()
     print(f'EMANet-{settings.N_LAYERS}, output stride {settings.STRIDE}, {settings.STEM} stem, '
           f'EMA {settings.EMA_CHANNELS} channels, K={settings.N_BASES}, '
-          f'T={settings.STAGE_NUM_EVAL or settings.STAGE_NUM}, 513x513 input')
+          f'T={config.stage_counts()[0]}, 513x513 input')
     print(f'{"part":<16}{"params":>12}{"MACs":>12}')
     for name, (params, macs) in table.items():
         print(f'{name:<16}{params / 1e6:>11.2f}M{macs / 1e9:>11.2f}G')

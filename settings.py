@@ -7,7 +7,7 @@ DATA_ROOT = '/path/to/VOC2012'  # VOC 2012 folder prepared by `python dataset.py
 MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, images scaled to [0, 1]
 STD = (0.229, 0.224, 0.225)  # ImageNet RGB standard deviation
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # random training scales
-CROP_SIZE = 513  # side of the square training crop
+CROP_SIZE = 513  # side of the square training crop, or (height, width): (512, 1024)
 IGNORE_LABEL = 255  # label value that the loss and the scores ignore
 TRAIN_SPLIT = 'trainaug'  # list in ImageSets/Segmentation used for training
 VAL_SPLIT = 'val'  # list in ImageSets/Segmentation used for evaluation
@@ -22,8 +22,9 @@ EMA_CHANNELS = 512  # channels of fc0 and the EM unit (256 is the paper's light 
 N_BASES = 64  # K, the number of bases
 EM_MOM = 0.9  # momentum of the bases' moving average
 STAGE_NUM = 3  # EM stages in training
-STAGE_NUM_EVAL = 0  # EM stages in evaluation (0 = STAGE_NUM)
+STAGE_NUM_EVAL = 0  # EM stages in evaluation (0 = STAGE_NUM); a tuple (1, 2, 3, 6) sweeps
 PRETRAINED = './models/resnet101-2a57e44d.pth'  # ImageNet weights; '' trains from scratch
+INIT_FROM = ''  # a checkpoint to fine-tune from (weights and bases; new optimizer and schedule)
 
 # ---- Training
 BATCH_SIZE = 16  # global batch, split over all processes
@@ -34,10 +35,13 @@ LR = 9e-3  # base learning rate (biases use twice this)
 LR_MOM = 0.9  # SGD momentum
 POLY_POWER = 0.9  # exponent of the poly schedule
 WEIGHT_DECAY = 1e-4  # weight decay of the conv weights
+LOSS = 'ce'  # 'ce' (the original's cross-entropy) or 'ohem' (online hard example mining)
+OHEM_THRESH = 0.7  # 'ohem': pixels whose true-class probability is below this are kept
+OHEM_MIN_KEPT = 100000  # 'ohem': at least this many pixels kept per image
 SEED = 0  # seed of weights, sampling and augmentation
 NUM_WORKERS = 16  # data loading processes in all, split over the training processes
 AMP = True  # bf16 autocast on CUDA (the EM loop always runs in float32)
-COMPILE = False  # torch.compile the network on CUDA
+COMPILE = False  # torch.compile the network (its gradients checked against eager at start)
 LOG_EVERY = 20  # iterations between log lines
 IMAGE_EVERY = 500  # iterations between TensorBoard image panels (0 = never)
 VAL_EVERY = 0  # iterations between validations during training (0 = never)
@@ -45,7 +49,10 @@ VAL_EVERY = 0  # iterations between validations during training (0 = never)
 # ---- Evaluation
 EVAL_SCALES = (1.0,)  # inference scales; (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) for multi-scale
 EVAL_FLIP = False  # also average the prediction of the mirrored image
-SAVE_PRED = False  # write one palette PNG per val image into LOG_DIR/pred
+EVAL_MODE = 'whole'  # 'whole' image at once (the original's), or 'slide' windows for large images
+SLIDE_CROP = 513  # 'slide': side of the square window
+SLIDE_STEP = 342  # 'slide': step between windows (less than SLIDE_CROP: they overlap)
+SAVE_PRED = False  # write one palette PNG per val image beside the scores in LOG_DIR
 ATTN_IMAGES = 4  # val images (the first ones) whose bases' attention maps are drawn
 
 # ---- Output

@@ -1,15 +1,20 @@
 """Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]` on the CPU or a GPU,
-`torchrun --nproc_per_node=4 train.py` on 4 GPUs (many nodes: torchrun --nnodes ...). A run
-resumes from MODEL_DIR/latest.pth when it exists and ends with the same weights, bit for bit on
-the CPU, as a run never interrupted: data order, augmentation and the random numbers of every
-step follow from SEED and the step alone."""
-import atexit
+`torchrun --nproc_per_node=4 train.py` on 4 GPUs (many nodes: torchrun --nnodes ...).
+
+A run resumes from MODEL_DIR/latest.pth when it exists and ends with the same weights, bit for
+bit on the CPU, as a run never interrupted: data order, augmentation and the random numbers of
+every step follow from SEED and the step alone. Ctrl-C or SIGTERM stops a run; the same command
+resumes it. INIT_FROM=<checkpoint> starts a new run from another run's weights and bases (fine-
+tuning) with a fresh optimizer and schedule. With VAL_EVERY, best.pth keeps the best val mIoU.
+"""
 import datetime
 import fcntl
 import functools
 import hashlib
+import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -25,16 +30,15 @@ import dataset
 import eval as evaluation
 import network
 import settings
-import transforms
 
 # Settings that define the model and the recipe: a run resumes from latest.pth only when they
 # equal those stored in it (ITER_MAX too: the poly LR of every step depends on it; AMP changes
-# the arithmetic). The others (paths, DATA_ROOT, PRETRAINED, NUM_WORKERS, ITER_SAVE, logging,
-# validation and evaluation knobs, COMPILE) may change between a run and its resume.
+# the arithmetic). The others (paths, DATA_ROOT, PRETRAINED, INIT_FROM, NUM_WORKERS, ITER_SAVE,
+# logging, validation and evaluation knobs, COMPILE) may change between a run and its resume.
 RECIPE_KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLIT',
                'N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'BN_MOM', 'EMA_CHANNELS', 'N_BASES',
                'EM_MOM', 'STAGE_NUM', 'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM',
-               'POLY_POWER', 'WEIGHT_DECAY', 'SEED', 'AMP')
+               'POLY_POWER', 'WEIGHT_DECAY', 'LOSS', 'OHEM_THRESH', 'OHEM_MIN_KEPT', 'SEED', 'AMP')
 
 
 # ---------------------------------------------------------------------------- recipe
@@ -69,10 +73,30 @@ def set_lr(optimizer, it):
 
 
 def loss_fn(logits, label):
-    """Per-pixel cross-entropy; ignored pixels count as 0 in the mean over H*W, then the batch."""
+    """The original's per-pixel cross-entropy: ignored pixels count as 0 in the mean over H*W,
+    then over the batch. With LOSS='ohem', the mean over the hard pixels only (`hard_pixels`)."""
+    label = label.long()
     loss = F.cross_entropy(logits.float(), label, ignore_index=settings.IGNORE_LABEL,
-                           reduction='none')
+                           reduction='none')                                       # (B, H, W)
+    if settings.LOSS == 'ohem':
+        keep = hard_pixels(logits, label)
+        return (loss * keep).sum() / keep.sum().clamp(min=1)
     return loss.flatten(1).mean(1).mean()
+
+
+def hard_pixels(logits, label):
+    """Online hard example mining: the labelled pixels whose probability of their true class is
+    at most OHEM_THRESH, or, when fewer, the OHEM_MIN_KEPT per image of the lowest probability
+    (the threshold rises to the last one's); every labelled pixel when there are fewer still."""
+    with torch.no_grad():
+        valid = label != settings.IGNORE_LABEL
+        prob = F.softmax(logits.float(), dim=1).gather(1, (label * valid)[:, None])[:, 0]
+        prob = prob.masked_fill(~valid, 2.0)                  # never among the lowest
+        k = min(settings.OHEM_MIN_KEPT * label.shape[0], prob.numel())
+        thresh = torch.tensor(settings.OHEM_THRESH, device=prob.device)
+        if k > 0:                                             # no host sync: all on the device
+            thresh = prob.flatten().kthvalue(k).values.clamp(min=settings.OHEM_THRESH)
+        return valid & (prob <= thresh)
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -104,24 +128,17 @@ def step_indices(step, n, rank, world):
 # ---------------------------------------------------------------------------- checks
 
 def check_settings(world):
-    s = config.resolved()
-    bad = ([f'{k}={s[k]} must be at least 1' for k in
-            ('BATCH_SIZE', 'ITER_MAX', 'ITER_SAVE', 'LR_DECAY', 'LOG_EVERY') if s[k] < 1] +
-           [f'{k}={s[k]} must be 0 or more' for k in
-            ('NUM_WORKERS', 'IMAGE_EVERY', 'VAL_EVERY') if s[k] < 0] +
-           [f'{k}={s[k]} must be a finite number >= 0' for k in
-            ('LR', 'LR_MOM', 'WEIGHT_DECAY', 'POLY_POWER') if not 0 <= s[k] < math.inf])
-    if bad:
-        raise config.UserError(f'{bad[0]}; set it in settings.py or pass it as KEY=VALUE.')
+    """What config.check cannot know: the processes, and files named by settings."""
     if settings.BATCH_SIZE % world:
         fit = world * max(1, settings.BATCH_SIZE // world)
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '
                                f'does not divide over {world} processes; pass a multiple of '
                                f'{world}, like BATCH_SIZE={fit}.')
-    weights = config.path(settings.PRETRAINED)
-    if settings.PRETRAINED and not os.path.isfile(weights):
-        raise config.UserError(f'the ImageNet weights {weights} (PRETRAINED) do not exist; put '
-                               f'the file there, or pass PRETRAINED= to train from scratch.')
+    for key, what in (('PRETRAINED', 'the ImageNet weights'), ('INIT_FROM', 'the checkpoint')):
+        target = config.path(getattr(settings, key))
+        if getattr(settings, key) and not os.path.isfile(target):
+            raise config.UserError(f'{what} {target} ({key}) do not exist; put the file there, '
+                                   f'or pass {key}= to go without.')
 
 
 def clean_command():
@@ -131,29 +148,23 @@ def clean_command():
 
 
 def check_recipe(ckpt, target):
-    """Stop when latest.pth was trained with other model- or recipe-defining settings."""
+    """Stop when latest.pth was trained with other model- or recipe-defining settings (keys
+    that an older checkpoint does not hold are not compared)."""
     if 'optimizer' not in ckpt or 'settings' not in ckpt:
         raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
                                f'training cannot resume from it; move it away or run '
                                f'`{clean_command()}` to start afresh.')
+    config.check_finite(ckpt['net'], target)
     saved, now = ckpt['settings'], config.resolved()
-    differ = [k for k in RECIPE_KEYS if saved.get(k) != now[k]]
+    same = {'CROP_SIZE': config.crop_size}
+    differ = [k for k in RECIPE_KEYS if k in saved and
+              same.get(k, lambda v: v)(saved[k]) != same.get(k, lambda v: v)(now[k])]
     if differ:
-        diffs = ', '.join(f'{k}={saved.get(k)!r} (now {now[k]!r})' for k in differ)
+        diffs = ', '.join(f'{k}={config.short(saved[k])} (now {config.short(now[k])})'
+                          for k in differ)
         raise config.UserError(f'{target} was trained with {diffs}; change them back to '
                                f'resume, or run `{clean_command()}` to delete its checkpoints '
                                f'and logs and start afresh.')
-
-
-def load_net(model, state, target):
-    """Load a checkpoint's weights, or say in one sentence why they do not fit this network."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        why = ' '.join(str(e).split('\n', 1)[-1].split())[:300]
-        raise config.UserError(f'the weights in {target} do not fit the network this code '
-                               f'builds ({why}); train with the code that wrote them, or run '
-                               f'`{clean_command()}` to start afresh.') from None
 
 
 def diverged(what, target):
@@ -163,76 +174,129 @@ def diverged(what, target):
                             f'check the data; {kept}.')
 
 
+def check_compiled(eager, compiled, model, x, label):
+    """One step's gradients through the compiled network against eager ones on the same batch
+    (the network's statistics and bases restored after): torch.compile has been seen to drop the
+    backward of the final upsample, which trains nothing with a finite loss. Returns the
+    relative difference, or stops with one sentence."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = []
+    for net in (eager, compiled):
+        torch.manual_seed(0)  # the same dropout (inductor's fallback_random draws as eager)
+        with evaluation.autocast(x.device):
+            loss = loss_fn(net(x), label)
+        loss.backward()
+        grads.append([torch.zeros_like(p) if p.grad is None else p.grad.float() for _, p in params])
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(state)
+    total = math.sqrt(sum(float(g.square().sum()) for g in grads[0]))
+    diff = math.sqrt(sum(float((a - b).square().sum()) for a, b in zip(*grads))) / max(total, 1e-30)
+    dead = [n for (n, _), a, b in zip(params, *grads) if a.any() and not b.any()]
+    tolerance = 0.05 if x.is_cuda and settings.AMP else 0.01  # bf16 rounds at 3 digits
+    if dead or not diff <= tolerance:
+        raise config.UserError(
+            f'COMPILE=True: the compiled network\'s gradients differ from eager ones (relative '
+            f'difference {diff:.3g}, tolerance {tolerance}; {len(dead)} parameters without '
+            f'gradient{", e.g. " + dead[0] if dead else ""}): torch.compile miscompiles it here, '
+            f'so pass COMPILE=False.')
+    return diff
+
+
 # ---------------------------------------------------------------------------- output
 
 class Log:
-    """Lines on stdout and in LOG_DIR/train.log, TensorBoard scalars and images; rank 0 only."""
+    """Lines on stdout and in LOG_DIR/train.log, one JSON per log line and validation in
+    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images; rank 0 only.
+    Losses stay on the device until a log line or a checkpoint asks for them (`losses`)."""
 
-    def __init__(self, rank, start):
-        self.on, self.dir = rank == 0, writable('LOG_DIR') if rank == 0 else None
+    def __init__(self, rank, start, session):
+        self.on, self.dir, self.session = rank == 0, config.path(settings.LOG_DIR), session
+        self.pending, self.t0 = [], time.time()
         if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None)
-            self.file = open(os.path.join(self.dir, 'train.log'), 'a')
-            atexit.register(self.tb.close)  # also when an error ends the run
+            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
+                                    filename_suffix=f'.{os.getpid()}')
 
     def __call__(self, line):
         if self.on:
             print(line, flush=True)
-            self.file.write(line + '\n')
-            self.file.flush()
+            self._append('train.log', line)
+
+    def metrics(self, **values):
+        if self.on:
+            values.update(session=self.session, elapsed=round(time.time() - self.t0, 3))
+            self._append('metrics.jsonl', json.dumps(values))
+
+    def _append(self, name, line):
+        target = os.path.join(self.dir, name)
+        with config.writing(target, 'LOG_DIR'), open(target, 'a') as f:
+            f.write(line + '\n')
+
+    def losses(self, target):
+        """The losses since the last call (one host-device sync), written to TensorBoard; stops
+        the run at the first non-finite one. Returns their mean (None when there are none)."""
+        if not self.pending:
+            return None
+        steps, values = zip(*self.pending)
+        values, self.pending = torch.stack(values).cpu().tolist(), []
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                raise diverged(f'the loss became {value} at step {step}', target)
+            self.scalars(step, {'train/loss': value})
+        return sum(values) / len(values)
 
     def flush(self):
         if self.on:
             self.tb.flush()
 
+    def close(self):
+        if self.on:
+            self.tb.close()
+
     def scalars(self, step, values):
         for tag, value in values.items() if self.on else ():
             self.tb.add_scalar(tag, value, step)
 
-    def panel(self, step, image, label, logits):
+    def panel(self, step, image, label, logits, colours):
         """Input, ground truth and prediction of the batch's first image, side by side."""
         if self.on:
             pred = logits[0].argmax(0).cpu().numpy()
-            row = [image[0].permute(1, 2, 0).numpy(), dataset.colorize(label[0].numpy()),
-                   dataset.colorize(pred)]
+            row = [image[0].permute(1, 2, 0).numpy(), dataset.colorize(label[0].numpy(), colours),
+                   dataset.colorize(pred, colours)]
             self.tb.add_image('train/input_truth_prediction', np.concatenate(row, 1), step,
                               dataformats='HWC')
 
 
-def save(name, model, optimizer, step, rank, world):
+def save(name, model, optimizer, step, rank, world, extra):
     if rank != 0:
         return
     rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
     ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
-            'rng': rng, 'settings': config.resolved(), 'world_size': world}
+            'rng': rng, 'settings': config.resolved(), 'world_size': world, **extra}
     config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
-def writable(key):
-    """The folder of setting `key`, made if needed, or one sentence on why it cannot be."""
-    folder = config.path(getattr(settings, key))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise config.UserError(f'{key} {folder} cannot be made ({e.strerror}); pass a folder '
-                               f'you can write, like {key}=/tmp/emanet.') from None
-    return folder
-
-
-def hold_lock(rank):
-    """Rank 0 locks MODEL_DIR/latest.pth.tmp.lock while it runs (the OS drops the lock when the
-    process dies, even by SIGKILL; forked loader workers do not inherit it): one run per folder."""
+def hold_locks(rank):
+    """Rank 0 locks MODEL_DIR/train.lock and LOG_DIR/train.log.lock while it runs (the OS drops a
+    lock when the process dies, even by SIGKILL; forked loader workers do not inherit it): one
+    run per folder. Then it removes the temporary checkpoints of killed runs."""
     if rank != 0:
-        return None
-    folder = writable('MODEL_DIR')
-    f = open(os.path.join(folder, 'latest.pth.tmp.lock'), 'a')
-    try:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise config.UserError(f'another train.py is writing into {folder}; wait for it, stop '
-                               f'it, or pass another MODEL_DIR.') from None
-    return f
+        return []
+    locks = []
+    for key, name in (('MODEL_DIR', 'train.lock'), ('LOG_DIR', 'train.log.lock')):
+        folder = config.folder(key)
+        locks.append(open(os.path.join(folder, name), 'a'))
+        try:
+            fcntl.lockf(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise config.UserError(f'another train.py is writing into {folder}; wait for it, '
+                                   f'stop it, or pass another {key}.') from None
+    model_dir = config.path(settings.MODEL_DIR)
+    for f in os.listdir(model_dir):
+        if re.fullmatch(r'.+\.pth\.tmp\d+', f):
+            os.remove(os.path.join(model_dir, f))
+    return locks
 
 
 def gather(value, world):
@@ -256,7 +320,8 @@ def train(rank, world, device):
     cuda = device.type == 'cuda'
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
-    lock = hold_lock(rank)
+    meta = dataset.meta()
+    locks = hold_locks(rank)
     target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth')
     ckpt = config.load_checkpoint(target) if os.path.exists(target) else None
     if ckpt is not None:
@@ -267,27 +332,40 @@ def train(rank, world, device):
         raise config.UserError(f'the processes found different latest.pth files (steps '
                                f'{starts}); put MODEL_DIR on a shared folder.')
 
-    log = Log(rank, start)
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+    session = config.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
+                                 '.json') if rank == 0 else None
+    log = Log(rank, start, session)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
                                f'cpu ({torch.get_num_threads()} threads each)')
-    record = config.run_record(devices=devices, world_size=world, start_step=start)
-    stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+    init_from = config.path(settings.INIT_FROM) if settings.INIT_FROM and not ckpt else None
+    meta['init_from'] = ckpt.get('init_from') if ckpt else init_from  # the run's parent
+    record = config.run_record(devices=devices, world_size=world, start_step=start,
+                               init_from=init_from)
     if rank == 0:
-        config.write_record(record, log.dir, f'train-{stamp}-step{start}.json')
+        config.write_record(record, log.dir, session)
     log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
         + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
-    log('settings: ' + ', '.join(f'{k}={v!r}' for k, v in record['settings'].items()))
+    log('settings: ' + ', '.join(f'{k}={config.short(v)}' for k, v in record['settings'].items()))
 
     # model, optimizer, and the state of a run to resume
     torch.manual_seed(settings.SEED)
     model = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
     log(f'EMANet-{settings.N_LAYERS}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
         f'parameters')
+    best = ckpt.get('best', {}) if ckpt else {}
     if ckpt:
-        load_net(model, ckpt['net'], target)
+        network.load_weights(model, ckpt['net'], target, f'train with the code that wrote them, '
+                                                         f'or run `{clean_command()}`')
         was = ckpt.get('world_size', world)
         log(f'resuming from {target} at step {start}' +
             (f' (written by {was} processes, now {world})' if was != world else ''))
+    elif init_from:
+        parent = config.load_checkpoint(init_from)
+        new = network.load_weights(model, parent['net'], init_from, 'pass the model settings '
+                                   'it was trained with, or another INIT_FROM', True)
+        log(f'initialised from {init_from} (step {parent.get("step")})' +
+            (f'; {", ".join(new)} new for {settings.N_CLASSES} classes' if new else ''))
     elif settings.PRETRAINED:
         n = network.load_imagenet(model, config.path(settings.PRETRAINED))
         log(f'loaded {n} ImageNet tensors from {config.path(settings.PRETRAINED)}')
@@ -307,10 +385,12 @@ def train(rank, world, device):
     if world > 1:  # every parameter that requires a gradient gets one (see EMAU.conv1)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
                                                   find_unused_parameters=False)
-    if settings.COMPILE and cuda:
+    eager = net
+    if settings.COMPILE:
+        torch._inductor.config.fallback_random = True  # dropout draws as eager (see the check)
         net = torch.compile(net)
-    elif settings.COMPILE:
-        log('COMPILE is for CUDA only; the CPU runs eagerly')
+        if world > 1 and cuda:
+            log('COMPILE: SyncBatchNorm breaks the compiled graph at every BN (pytorch#107372)')
 
     # data: per-rank batch and workers; the sampler makes step s of rank r from (SEED, s, r)
     workers = settings.NUM_WORKERS // world + (rank < settings.NUM_WORKERS % world)
@@ -323,78 +403,92 @@ def train(rank, world, device):
     step, every, t_start = start, max(1, settings.ITER_SAVE // 10), time.time()
     t_log = (t_start, start)
     for image, label in loader:
+        x = evaluation.to_input(image.to(device, non_blocking=True))
+        label = label.to(device, non_blocking=True)
+        if settings.COMPILE and step == start:
+            diff = check_compiled(eager, net, model, x, label)
+            log(f'COMPILE: one step\'s gradients match eager ones (relative difference {diff:.2g})')
         torch.manual_seed(seed_of('step', settings.SEED, step, rank))  # dropout of this step
         set_lr(optimizer, step)
-        x = transforms.normalize_batch(image.to(device, non_blocking=True), settings.MEAN,
-                                       settings.STD)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
         with evaluation.autocast(device):  # bf16 on CUDA when AMP, as in evaluation
             logits = net(x)
-        loss = loss_fn(logits, label.to(device, non_blocking=True))
+        loss = loss_fn(logits, label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss.detach().clone()
         if world > 1:
             dist.all_reduce(value)
             value /= world
-        value = value.item()
-        if not math.isfinite(value):
-            raise diverged(f'the loss became {value} at step {step + 1}', target)
+        log.pending.append((step + 1, value))
         optimizer.step()
         step += 1
 
         # log, images, validation, checkpoints
-        log.scalars(step, {'train/loss': value,
-                           **{f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups}})
+        log.scalars(step, {f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups})
         if step % settings.LOG_EVERY == 0 or step == settings.ITER_MAX:
+            mean = log.losses(target)
             now = time.time()
             speed = (step - t_log[1]) * settings.BATCH_SIZE / (now - t_log[0])
             eta = (now - t_start) / (step - start) * (settings.ITER_MAX - step)
             mem = f'{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB' if cuda else '-'
-            log(f'step {step}/{settings.ITER_MAX}  loss {value:.4f}  lr {poly_lr(step - 1):.3e}  '
+            log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {poly_lr(step - 1):.3e}  '
                 f'{speed:.1f} img/s  eta {datetime.timedelta(seconds=round(eta))}  '
                 f'peak mem {mem}')
             log.scalars(step, {'train/images_per_s': speed})
+            log.metrics(step=step, loss=mean, lr=poly_lr(step - 1), images_per_s=speed)
             t_log = (now, step)
         if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0:
-            log.panel(step, image, label, logits.detach().float())
+            log.panel(step, image, label.cpu(), logits.detach().float(), meta['palette'])
+        extra = {**meta, 'best': best}
         if settings.VAL_EVERY and (step % settings.VAL_EVERY == 0 or step == settings.ITER_MAX):
-            scores = evaluation.validate(model, val_set, device)  # and back to train mode
-            log(f'step {step}  val ' + '  '.join(f'{k} {100 * scores[k]:.2f}%'
-                                                 for k in ('mIoU', 'pAcc', 'mAcc')))
+            t = config.stage_counts()[0]
+            scores = evaluation.validate(model, val_set, device)[t]  # and back to train mode
+            log(f'step {step}  val (T={t}) ' + '  '.join(f'{k} {100 * scores[k]:.2f}%'
+                                                         for k in ('mIoU', 'pAcc', 'mAcc')))
             log.scalars(step, {**{f'val/{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')},
-                               **{f'val_iou/{c}': v for c, v in scores['per_class'].items()}})
+                               **{f'val_iou/{c}': v for c, v in scores['per_class'].items()
+                                  if not math.isnan(v)}})  # a class absent from val has none
+            log.metrics(step=step, **{f'val_{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')})
+            if scores['mIoU'] > best.get('mIoU', -1):  # nan never wins
+                log.losses(target)
+                best = {'step': step, 'mIoU': scores['mIoU']}
+                extra['best'] = best
+                save('best.pth', model, optimizer, step, rank, world, extra)
+                log(f'best.pth: val mIoU {100 * scores["mIoU"]:.2f}% at step {step}')
         if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
-            if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+            log.losses(target)
+            floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+            if not torch.stack([torch.isfinite(t).all() for t in floats]).all():
                 raise diverged(f'the weights became non-finite at step {step}', target)
             if step % settings.ITER_SAVE == 0:
-                save(f'step_{step}.pth', model, optimizer, step, rank, world)
-            save('latest.pth', model, optimizer, step, rank, world)
+                save(f'step_{step}.pth', model, optimizer, step, rank, world, extra)
+            save('latest.pth', model, optimizer, step, rank, world, extra)
             log.flush()  # TensorBoard holds every step up to the checkpoint
 
     if world > 1:  # every rank must hold the same weights and bases, bit for bit
         same = len(set(gather(fingerprint(model), world))) == 1
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
-    save('final.pth', model, optimizer, step, rank, world)
+    save('final.pth', model, optimizer, step, rank, world, {**meta, 'best': best})
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
-    if lock:
+    log.close()
+    for lock in locks:
         os.remove(lock.name)
 
 
 @config.main
 def main(argv):
-    rest = config.apply_overrides(argv)
+    rest = config.apply_overrides(argv, __doc__)
     if rest:
-        raise config.UserError(f'unexpected argument {rest[0]!r}; train.py takes only '
-                               f'KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
+        raise config.UserError(f'unexpected argument {config.short(rest[0])!r}; train.py takes '
+                               f'only KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
     rank, world, device = config.init_distributed()
     try:
         check_settings(world)
         train(rank, world, device)
     except KeyboardInterrupt:
-        print(f'interrupted; the same command resumes from {config.path(settings.MODEL_DIR)}'
-              f'/latest.pth when it was written', file=sys.stderr, flush=True)
+        if rank == 0:
+            print(f'interrupted; the same command resumes from {config.path(settings.MODEL_DIR)}'
+                  f'/latest.pth when it was written', file=sys.stderr, flush=True)
         sys.exit(130)
     finally:
         if dist.is_initialized():

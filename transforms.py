@@ -4,6 +4,7 @@ Every transform is `t(image, label, rng=None) -> (image, label)`: rng is a numpy
 (a fresh unseeded one when None), parameters are given at construction and no settings are
 read here. Images stay uint8 until `normalize_batch` runs on the device in train.py/eval.py.
 """
+import functools
 import math
 from fractions import Fraction
 
@@ -42,44 +43,35 @@ class RandomScale:
         return scale(image, label, s)
 
 
+def _pair(size):
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
 class PadTo:
-    """Pad bottom/right to at least size x size: image with `fill`, label with `ignore`."""
+    """Pad bottom/right to at least size (an int or (h, w)): image with `fill`, label with
+    `ignore`."""
 
     def __init__(self, size, fill, ignore):
-        self.size, self.fill, self.ignore = size, fill, ignore
+        self.size, self.fill, self.ignore = _pair(size), fill, ignore
 
     def __call__(self, image, label, rng=None):
-        h, w = label.shape
-        return pad(image, label, max(h, self.size), max(w, self.size), self.fill, self.ignore)
-
-
-class PadModulo:
-    """Pad bottom/right so that H and W are `remainder` modulo `multiple` (1 mod 8 by default),
-    the evaluation rule of the original."""
-
-    def __init__(self, fill, ignore, multiple=8, remainder=1):
-        self.fill, self.ignore = fill, ignore
-        self.multiple, self.remainder = multiple, remainder
-
-    def __call__(self, image, label, rng=None):
-        h, w = label.shape
-        m, r = self.multiple, self.remainder
-        return pad(image, label, h + (r - h) % m, w + (r - w) % m, self.fill, self.ignore)
+        (h, w), (ch, cw) = label.shape, self.size
+        return pad(image, label, max(h, ch), max(w, cw), self.fill, self.ignore)
 
 
 class RandomCrop:
-    """A random size x size window (the input must be at least that large: pad first)."""
+    """A random window of size (an int or (h, w)); the input must be at least that large."""
 
     def __init__(self, size):
-        self.size = size
+        self.size = _pair(size)
 
     def __call__(self, image, label, rng=None):
-        h, w = label.shape
-        if h < self.size or w < self.size:
-            raise ValueError(f'RandomCrop({self.size}) got a {h}x{w} input; pad it first')
+        (h, w), (ch, cw) = label.shape, self.size
+        if h < ch or w < cw:
+            raise ValueError(f'RandomCrop({ch}x{cw}) got a {h}x{w} input; pad it first')
         rng = _rng(rng)
-        y, x = rng.integers(h - self.size + 1), rng.integers(w - self.size + 1)
-        win = (slice(y, y + self.size), slice(x, x + self.size))
+        y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
+        win = (slice(y, y + ch), slice(x, x + cw))
         return image[win], label[win]
 
 
@@ -100,23 +92,24 @@ class RandomScaleCrop:
     pixels, but only the crop window is resized (2-3x less work at scales above 1)."""
 
     def __init__(self, scales, size, fill, ignore):
-        self.scales, self.size = tuple(float(s) for s in scales), size
+        self.scales, self.size = tuple(float(s) for s in scales), _pair(size)
         self.fill, self.ignore = fill, ignore
 
     def __call__(self, image, label, rng=None):
         rng = _rng(rng)
         s = self.scales[rng.integers(len(self.scales))]
-        h, w = scaled_size(label.shape, s)
-        y = rng.integers(max(h, self.size) - self.size + 1)
-        x = rng.integers(max(w, self.size) - self.size + 1)
-        y1, x1 = min(y + self.size, h), min(x + self.size, w)
+        (h, w), (ch, cw) = scaled_size(label.shape, s), self.size
+        y = rng.integers(max(h, ch) - ch + 1)
+        x = rng.integers(max(w, cw) - cw + 1)
+        y1, x1 = min(y + ch, h), min(x + cw, w)
         win_image, win_label = scaled_window(image, label, s, (y, y1), (x, x1))
-        return pad(win_image, win_label, self.size, self.size, self.fill, self.ignore)
+        return pad(win_image, win_label, ch, cw, self.fill, self.ignore)
 
 
 def train_transform(scales, crop_size, fill, ignore):
-    """The training augmentation of the original: random scale, pad, random crop, flip
-    (uint8 throughout); equal to Compose(RandomScale, PadTo, RandomCrop, RandomFlip)."""
+    """The training augmentation of the original: random scale, pad, random crop of crop_size
+    (an int or (h, w)), flip (uint8 throughout); equal to Compose(RandomScale, PadTo,
+    RandomCrop, RandomFlip)."""
     return Compose(RandomScaleCrop(scales, crop_size, fill, ignore), RandomFlip(0.5))
 
 
@@ -190,14 +183,23 @@ def mean_colour(mean):
 
 
 def to_tensors(image, label):
-    """(uint8 (3, H, W), int64 (H, W)) torch tensors from HWC uint8 / HW arrays."""
+    """(uint8 (3, H, W), uint8 (H, W)) torch tensors from HWC uint8 / HW arrays (labels stay
+    8-bit until the device: a quarter of the bytes of int64 to copy)."""
     out = torch.empty((image.shape[2], *image.shape[:2]), dtype=torch.uint8)
     cv2.split(_positive(image), [plane.numpy() for plane in out])  # HWC -> CHW, 3x numpy's speed
-    return out, torch.from_numpy(label.astype(np.int64))
+    return out, torch.from_numpy(np.ascontiguousarray(label, np.uint8))
 
 
 def normalize_batch(x, mean, std):
     """uint8 images (..., 3, H, W) on any device -> float32 (x / 255 - mean) / std."""
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1) * 255
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1) * 255
+    m, s = _mean_std(tuple(mean), tuple(std), x.device)
     return (x.float() - m) / s
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(mean, std, device):
+    """255 * mean and 255 * std as (3, 1, 1) tensors on `device`, made once: building them
+    from Python numbers at every batch would copy them to the GPU and wait for it each time."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+    return m.to(device), s.to(device)

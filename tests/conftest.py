@@ -22,9 +22,9 @@ def restore_settings():
 
 @pytest.fixture(scope='session')
 def toy_root(tmp_path_factory):
-    """A small toy dataset (dataset.make_toy) in a tmp dir: 24 trainaug + 8 val images,
+    """A small toy dataset (toy.make_toy) in a tmp dir: 24 trainaug + 8 val images,
     5 classes; returns its path (set settings.DATA_ROOT/N_CLASSES yourself)."""
-    import dataset
+    import toy
     root = tmp_path_factory.mktemp('toy')
-    dataset.make_toy(str(root), seed=0, n_train=24, n_val=8)
+    toy.make_toy(str(root), seed=0, n_train=24, n_val=8)
     return str(root)

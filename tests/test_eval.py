@@ -14,6 +14,7 @@ from PIL import Image
 import config
 import eval as ev
 import network
+import pictures
 import settings
 import transforms
 
@@ -35,25 +36,34 @@ def net():
 
 
 class Items(torch.utils.data.Dataset):
-    """A stand-in ValDataset: random images padded to 1 mod 8, labels with ignore borders."""
+    """A stand-in ValDataset: random images of odd sizes, labels with an ignored first row."""
 
     def __init__(self, sizes=((20, 30), (33, 17), (9, 41)), seed=0):
         rng = np.random.default_rng(seed)
         self.items, self.ids = [], [f'img{i}' for i in range(len(sizes))]
+        self.classes = [f'c{i}' for i in range(N)]
         for id_, (h, w) in zip(self.ids, sizes):
-            hp, wp = h + (1 - h) % 8, w + (1 - w) % 8
-            image = torch.zeros(3, hp, wp, dtype=torch.uint8)
-            image[:, :h, :w] = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
-            label = torch.full((hp, wp), 255, dtype=torch.int64)
-            label[:h, :w] = torch.from_numpy(rng.integers(0, N, (h, w)))
+            image = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+            label = torch.from_numpy(rng.integers(0, N, (h, w)).astype(np.uint8))
             label[0, :] = 255
-            self.items.append((image, label, id_, h, w))
+            self.items.append((image, label, id_))
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         return self.items[i]
+
+
+def padded_forward(net, image):
+    """The original's single-scale inference: normalise, pad with 0 to 1 modulo STRIDE,
+    forward, crop back; softmax."""
+    h, w = image.shape[-2:]
+    s = settings.STRIDE
+    x = transforms.normalize_batch(image[None], settings.MEAN, settings.STD)
+    x = F.pad(x, (0, (1 - w) % s, 0, (1 - h) % s))
+    with torch.no_grad():
+        return F.softmax(net(x), 1)[:, :, :h, :w]
 
 
 # ---------------------------------------------------------------------------- scores
@@ -91,68 +101,140 @@ def test_scores_match_a_brute_force_count():
 
 # ---------------------------------------------------------------------------- inference
 
-def test_scale_one_without_flip_is_the_plain_forward(net):
-    image = Items()[1][0][None]
+def test_scale_one_without_flip_is_the_padded_forward(net):
+    image = Items()[1][0]
     settings.EVAL_SCALES, settings.EVAL_FLIP = (1.0,), False
-    with torch.no_grad():
-        plain = F.softmax(net(transforms.normalize_batch(image, settings.MEAN, settings.STD)), 1)
-    assert torch.equal(ev.predict(net, image), plain)
+    assert torch.equal(ev.infer(net, image), padded_forward(net, image))
 
 
-class Ramp(nn.Module):
-    """Two classes whose logits are +-column index: the output ignores the image."""
+class Fake(nn.Module):
+    """A network with EMANet's two halves whose logits come from `logits(x)`; it records the
+    sizes of its inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def features(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return x
+
+    def head(self, x, size, stages=None):
+        return self.logits(x) + 0 * (stages or 0)
 
     def forward(self, x):
+        return self.head(self.features(x), x.shape[-2:])
+
+
+class Ramp(Fake):
+    """Two classes whose logits are +-column index: the output ignores the image."""
+
+    def logits(self, x):
         col = torch.arange(x.shape[-1], dtype=torch.float32).expand(x.shape[0], 1, *x.shape[2:])
         return torch.cat([col, -col], 1)
 
 
-class Pointwise(nn.Module):
-    """Logits from each pixel's colour alone (flip- and scale-equivariant)."""
+class Pointwise(Fake):
+    """Logits from each pixel's colour alone (flip-, scale- and window-equivariant)."""
 
-    def forward(self, x):
+    def logits(self, x):
         return torch.cat([x[:, :1] - x[:, 1:2], x[:, 2:]], 1)
 
 
 def test_flip_averages_the_mirrored_prediction():
-    image = torch.randint(0, 256, (1, 3, 9, 17), dtype=torch.uint8)
-    settings.EVAL_SCALES, settings.EVAL_FLIP = (1.0,), True
-    prob = ev.predict(Ramp(), image)
+    image = torch.randint(0, 256, (3, 9, 17), dtype=torch.uint8)
+    settings.EVAL_SCALES, settings.EVAL_FLIP, settings.STRIDE = (1.0,), True, 8
+    prob = ev.infer(Ramp(), image)
     col = torch.arange(17.)
+    # the net sees 17 columns (1 modulo 8): the mirrored ramp of those 17
     expected = (torch.sigmoid(2 * col) + torch.sigmoid(2 * col.flip(0))) / 2
     assert torch.allclose(prob[0, 0], expected.expand(9, 17), atol=1e-6)
-    flipped = ev.predict(Pointwise(), image)
+    flipped = ev.infer(Pointwise(), image)
     settings.EVAL_FLIP = False
-    assert torch.allclose(ev.predict(Pointwise(), image), flipped, atol=1e-6)
+    assert torch.allclose(ev.infer(Pointwise(), image), flipped, atol=1e-6)
+
+
+@pytest.mark.parametrize('stride', [8, 16])
+def test_inputs_are_1_modulo_the_output_stride_at_every_scale(stride):
+    settings.STRIDE, settings.EVAL_SCALES, settings.EVAL_FLIP = stride, (0.5, 1.0, 1.75), True
+    fake = Pointwise()
+    for h, w in [(20, 30), (375, 500), (9, 41)]:
+        fake.sizes.clear()
+        prob = ev.infer(fake, torch.zeros(3, h, w, dtype=torch.uint8))
+        assert prob.shape == (1, 2, h, w) and len(fake.sizes) == 6
+        assert all(n % stride == 1 for size in fake.sizes for n in size), fake.sizes
+        assert fake.sizes[2] == (h + (1 - h) % stride, w + (1 - w) % stride)  # scale 1: padded
+        assert fake.sizes[0] == tuple(stride * max(1, round((n - 1) * 0.5 / stride)) + 1
+                                      for n in (h, w))
 
 
 def test_other_scales_give_full_size_probabilities(net):
-    image = Items()[0][0][None]  # 25 x 33
+    image = Items()[0][0]  # 20 x 30
     settings.EVAL_SCALES, settings.EVAL_FLIP = (0.5, 0.75, 1.25, 1.75), True
-    prob = ev.predict(net, image)
-    assert prob.shape == (1, N, 25, 33) and prob.dtype == torch.float32
-    assert torch.allclose(prob.sum(1), torch.ones(1, 25, 33), atol=1e-5)
-    flat = torch.full((1, 3, 25, 33), 90, dtype=torch.uint8)  # a flat image: every scale agrees
+    prob = ev.infer(net, image)
+    assert prob.shape == (1, N, 20, 30) and prob.dtype == torch.float32
+    assert torch.allclose(prob.sum(1), torch.ones(1, 20, 30), atol=1e-5)
+    flat = torch.full((3, 25, 33), 90, dtype=torch.uint8)  # a flat image: every scale agrees
     settings.EVAL_SCALES = (1.0,)
-    single = ev.predict(Pointwise(), flat)
+    single = ev.infer(Pointwise(), flat)
     settings.EVAL_SCALES = (0.5, 1.5)
-    assert torch.allclose(ev.predict(Pointwise(), flat), single, atol=1e-6)
+    assert torch.allclose(ev.infer(Pointwise(), flat), single, atol=1e-6)
+
+
+def test_slide_equals_whole_for_one_window_and_averages_overlaps(net):
+    image = Items(sizes=((40, 57),))[0][0]
+    settings.EVAL_SCALES, settings.EVAL_FLIP = (1.0, 0.75), True
+    whole = ev.infer(net, image)
+    settings.EVAL_MODE, settings.SLIDE_CROP, settings.SLIDE_STEP = 'slide', 57, 40
+    assert torch.equal(ev.infer(net, image), whole)  # one window holds the image at each scale
+    settings.SLIDE_CROP, settings.SLIDE_STEP = 25, 16
+    fake = Pointwise()
+    slid = ev.infer(fake, image)  # windows at 0, 15 (rows) and 0, 16, 32 (columns) ...
+    assert (25, 25) in fake.sizes and len(fake.sizes) == 2 * (2 * 3 + 2 * 2)
+    settings.EVAL_MODE = 'whole'
+    assert torch.allclose(slid, ev.infer(Pointwise(), image), atol=1e-6)  # ... averaged
+    settings.EVAL_MODE = 'slide'
+    prob = ev.infer(net, image)
+    assert prob.shape == whole.shape and torch.allclose(prob.sum(1), torch.ones(1), atol=1e-5)
+    assert not torch.allclose(prob, whole, atol=1e-3)  # the windows see less context
+
+
+def test_stage_sweep_equals_separate_runs(net, tmp_path):
+    data = Items()
+    settings.STAGE_NUM_EVAL = (1, 2, 4)
+    swept = ev.validate(net, data, torch.device('cpu'), {2: str(tmp_path)})
+    assert list(swept) == [1, 2, 4]
+    for t in (1, 2, 4):
+        settings.STAGE_NUM_EVAL = t
+        one = ev.validate(net, data, torch.device('cpu'))[t]
+        assert one['confusion'] == swept[t]['confusion'] and one['mIoU'] == swept[t]['mIoU']
+    assert sorted(os.listdir(tmp_path)) == ['img0.png', 'img1.png', 'img2.png']
+
+
+def test_an_image_too_large_for_memory_is_one_sentence(net, monkeypatch):
+    def full(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "1099511627776 bytes. Error code 12 (Cannot allocate memory)")
+    monkeypatch.setattr(net, 'features', full)
+    with pytest.raises(config.UserError, match=r'big.jpg at scale 1.0 \(30x20 pixels\) does '
+                                               r'not fit in memory; pass EVAL_MODE=slide'):
+        ev.infer(net, Items()[0][0], name='big.jpg')
 
 
 def test_validate_scores_saves_pngs_and_restores_train_mode(net, tmp_path):
     data = Items()
     net.train()
-    result = ev.validate(net, data, torch.device('cpu'), pred_dir=str(tmp_path))
-    assert net.training
+    torch.backends.cudnn.benchmark = True
+    result = ev.validate(net, data, torch.device('cpu'), {2: str(tmp_path)})[2]
+    assert net.training and torch.backends.cudnn.benchmark  # as they were
+    torch.backends.cudnn.benchmark = False
     conf = torch.zeros(N, N, dtype=torch.int64)
-    for image, label, id_, h, w in data:
+    for image, label, id_ in data:
         png = Image.open(tmp_path / f'{id_}.png')
         assert png.mode == 'P' and png.getpalette()[3:6] == [128, 0, 0]
         pred = torch.from_numpy(np.array(png)).long()
-        with torch.no_grad():
-            x = transforms.normalize_batch(image[None], settings.MEAN, settings.STD)
-            assert torch.equal(pred, net.eval()(x)[0, :, :h, :w].argmax(0))
-        conf += ev.confusion(pred, label[:h, :w], N, 255)
+        assert torch.equal(pred, padded_forward(net.eval(), image)[0].argmax(0))
+        conf += ev.confusion(pred, label, N, 255)
     assert result['confusion'] == conf.tolist()
     assert result['mIoU'] == ev.scores(conf)['mIoU']
 
@@ -166,7 +248,7 @@ def _worker(rank, world, values, state, init, out):
     net = network.EMANet(N, 18)
     net.load_state_dict(state)
     net = nn.parallel.DistributedDataParallel(net)  # as train.py passes it; 2 + 1 images
-    result = ev.validate(net, Items(), torch.device('cpu'))
+    result = ev.validate(net, Items(), torch.device('cpu'))[2]
     assert net.training
     torch.save(result, f'{out}.{rank}')
     torch.distributed.destroy_process_group()
@@ -174,7 +256,7 @@ def _worker(rank, world, values, state, init, out):
 
 def test_two_processes_give_the_numbers_of_one(net, tmp_path):
     settings.EVAL_SCALES, settings.EVAL_FLIP = (0.75, 1.0), True
-    one = ev.validate(net, Items(), torch.device('cpu'))
+    one = ev.validate(net, Items(), torch.device('cpu'))[2]
     args = (2, config.resolved(), net.state_dict(), tmp_path / 'init', tmp_path / 'out')
     mp.spawn(_worker, args=args, nprocs=2)
     for rank in range(2):
@@ -185,15 +267,38 @@ def test_two_processes_give_the_numbers_of_one(net, tmp_path):
 def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
     state = {f'module.{k}': v for k, v in net.state_dict().items()
              if not k.endswith('num_batches_tracked')}  # DataParallel, PyTorch < 0.4.1
-    config.save_atomic({'net': state, 'settings': config.resolved()}, str(tmp_path / 'a.pth'))
+    config.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
+                       str(tmp_path / 'a.pth'))
     settings.STRIDE, settings.N_LAYERS = 16, 50
-    loaded, step = ev.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
-    assert step is None and settings.N_LAYERS == 18 and settings.STRIDE == 16  # command line
+    loaded, info = ev.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
+    assert info['step'] is None and settings.N_LAYERS == 18 and settings.STRIDE == 16
+    assert info['classes'] == list('abcd') and len(info['palette']) == 768
     assert not loaded.training and loaded.extractor[6][0].conv1.stride == (2, 2)
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, net.state_dict()[key])
-    with pytest.raises(config.UserError, match='nothing.pth does not exist'):
-        ev.load_net(str(tmp_path / 'nothing.pth'), torch.device('cpu'))
+
+
+@pytest.mark.parametrize('problem, message', [
+    ('missing', 'nothing.pth does not exist'),
+    ('empty', r'empty.pth is empty \(0 bytes'),
+    ('folder', r'is a folder; give a .pth file, like .*/final.pth'),
+    ('nan', r"holds non-finite values \(nan or inf\) in 'fc2.weight'; it cannot be used"),
+    ('junk', r'cannot be read \(.*\); it is not a complete torch checkpoint'),
+])
+def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
+    target = tmp_path / {'missing': 'nothing.pth', 'empty': 'empty.pth'}.get(problem, 'x.pth')
+    if problem == 'empty':
+        target.write_bytes(b'')
+    elif problem == 'folder':
+        target.mkdir()
+    elif problem == 'junk':
+        target.write_bytes(b'PK\x03\x04 half a zip')
+    elif problem == 'nan':
+        state = net.state_dict()
+        state['fc2.weight'][1, 3] = float('nan')  # one weight: today a silent, wrong score
+        config.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
+    with pytest.raises(config.UserError, match=message):
+        ev.load_net(str(target), torch.device('cpu'))
 
 
 # ---------------------------------------------------------------------------- pictures
@@ -202,24 +307,35 @@ def test_attention_grid_has_k_maps_of_the_image_size(net, tmp_path):
     data = Items()
     paths = ev.draw_attention(net, data, torch.device('cpu'), str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ['img0.png', 'img1.png']  # ATTN_IMAGES = 2
-    image, _, _, h, w = data[1]
+    image, _, _ = data[1]
+    h, w = image.shape[-2:]
     z = np.random.default_rng(0).random((8, h, w))
-    tiles = ev.attention_tiles(image[:, :h, :w].permute(1, 2, 0).numpy(), z,
-                               np.zeros((h, w), np.int64))
+    tiles = pictures.attention_tiles(image.permute(1, 2, 0).numpy(), z, np.zeros((h, w), np.int64))
     assert len(tiles) == 8 + 2 and all(t.shape == (h, w, 3) for t in tiles)
     picture = np.array(Image.open(paths[1]))
     assert picture.shape == (3 * h + 2 * 4, 4 * w + 3 * 4, 3)  # 10 tiles: 3 rows of 4, gap 4
-    assert (picture[:h, :w] == image[:, :h, :w].permute(1, 2, 0).numpy()).all()
+    assert (picture[:h, :w] == image.permute(1, 2, 0).numpy()).all()
+
+
+def test_confusion_picture_and_the_pairs_confused_most():
+    conf = [[90, 10, 0], [30, 60, 10], [0, 0, 0]]
+    picture = pictures.confusion_matrix(conf, ['sky', 'sea', 'sand'])
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype == np.uint8
+    assert picture.shape[0] > 300 and (picture < 128).any()  # drawn, not blank
+    pairs = pictures.confused_most(conf, ['sky', 'sea', 'sand'])
+    assert pairs == [{'true': 'sea', 'predicted': 'sky', 'share': 0.3},
+                     {'true': 'sky', 'predicted': 'sea', 'share': 0.1},
+                     {'true': 'sea', 'predicted': 'sand', 'share': 0.1}]
 
 
 # ---------------------------------------------------------------------------- the script
 
 @pytest.fixture(scope='module')
 def toy_root(tmp_path_factory):
-    """Toy data (dataset.make_toy) smaller than conftest's: 3 val images of 40-56 pixels."""
-    import dataset
+    """Toy data (toy.make_toy) smaller than conftest's: 3 val images of 40-56 pixels."""
+    import toy
     root = str(tmp_path_factory.mktemp('toy_eval'))
-    dataset.make_toy(root, seed=0, n_train=1, n_val=3, size=(40, 56))
+    toy.make_toy(root, seed=0, n_train=1, n_val=3, size=(40, 56))
     return root
 
 
@@ -237,8 +353,9 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
         setattr(settings, key, value)
     full = ev.main([f'MODEL_DIR={tmp_path}', f'LOG_DIR={tmp_path}/a', 'SAVE_PRED=True'] + common)
     out = capsys.readouterr().out  # model settings and DATA_ROOT (no folder in settings.py) ...
-    assert 'N_LAYERS=18' in out and f"DATA_ROOT='{toy_root}'" in out  # ... from the checkpoint
-    assert 'mIoU' in out and f'{tmp_path}/a/eval_final_ss.json' in out
+    assert 'N_LAYERS=18' in out and f'DATA_ROOT={toy_root}' in out  # ... from the checkpoint
+    name = f'eval_{ev.checkpoint_id(str(tmp_path / "final.pth"))}_val_ss_T2'
+    assert 'mIoU' in out and f'{tmp_path}/a/{name}.json' in out
     common.append(f'DATA_ROOT={toy_root}')
 
     for key, value in defaults.items():
@@ -252,12 +369,38 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
     original = ev.main([str(tmp_path / 'original.pth'), f'LOG_DIR={tmp_path}/b'] + model + common)
     assert original['confusion'] == full['confusion'] and original['mIoU'] == full['mIoU']
 
-    saved = json.load(open(tmp_path / 'a' / 'eval_final_ss.json'))
-    assert set(saved) >= {'mIoU', 'pAcc', 'mAcc', 'fIoU', 'per_class'}
+    saved = json.load(open(tmp_path / 'a' / f'{name}.json'))
+    assert set(saved) >= {'mIoU', 'pAcc', 'mAcc', 'fIoU', 'per_class', 'confused_most'}
     assert saved['mIoU'] == pytest.approx(full['mIoU'])
-    record = json.load(open(tmp_path / 'a' / 'eval_final_ss_record.json'))
-    assert record['step'] == 7 and record['settings']['N_LAYERS'] == 18
+    record = saved['record']
+    assert record['step'] == 7 and record['settings']['N_LAYERS'] == 18 and record['stages'] == 2
+    assert record['checkpoint'] == str(tmp_path / 'final.pth') and record['mode'] == 'ss'
     ids = open(os.path.join(toy_root, 'ImageSets', 'Segmentation', 'val.txt')).read().split()
-    assert sorted(os.listdir(tmp_path / 'a' / 'pred')) == sorted(f'{i}.png' for i in ids)
-    assert sorted(os.listdir(tmp_path / 'a' / 'attention')) == sorted(f'{i}.png' for i in ids[:2])
-    assert any(f.startswith('events.out') for f in os.listdir(tmp_path / 'a'))
+    a = tmp_path / 'a'
+    assert sorted(os.listdir(a / f'{name}_pred')) == sorted(f'{i}.png' for i in ids)
+    assert sorted(os.listdir(a / f'{name}_attention')) == sorted(f'{i}.png' for i in ids[:2])
+    assert Image.open(a / f'{name}_confusion.png').size[0] > 300
+    events = [f for f in os.listdir(a) if f.startswith('events.out')]
+    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    tb = accumulator.EventAccumulator(str(a))
+    tb.Reload()
+    assert len(events) == 1 and 'eval_ss_T2/confusion' in tb.Tags()['images']
+    assert [e.value for e in tb.Scalars('eval_ss_T2/mIoU')] == [pytest.approx(full['mIoU'])]
+
+
+def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path):
+    tiny_settings()
+    settings.N_CLASSES, settings.DATA_ROOT = 5, toy_root
+    for folder, seed in (('a', 0), ('b', 1)):
+        torch.manual_seed(seed)
+        (tmp_path / folder).mkdir()
+        config.save_atomic({'net': network.EMANet(5, 18).state_dict(), 'step': seed,
+                            'settings': config.resolved()}, str(tmp_path / folder / 'final.pth'))
+    common = [f'LOG_DIR={tmp_path}/logs', 'NUM_WORKERS=0', 'ATTN_IMAGES=0']
+    ev.main([str(tmp_path / 'a' / 'final.pth')] + common)
+    ev.main([str(tmp_path / 'b' / 'final.pth')] + common)
+    ev.main([str(tmp_path / 'b' / 'final.pth'), 'EVAL_FLIP=True'] + common)
+    results = sorted(f for f in os.listdir(tmp_path / 'logs') if f.endswith('.json'))
+    assert len(results) == 3, results
+    steps = sorted(json.load(open(tmp_path / 'logs' / f))['record']['step'] for f in results)
+    assert steps == [0, 1, 1]

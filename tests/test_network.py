@@ -276,13 +276,42 @@ def test_imagenet_stem_mismatch_and_missing_file(tmp_path):
         network.load_imagenet(network.EMANet(21, 18), str(tmp_path / 'nothing.pth'))
 
 
-def test_bad_model_settings_fail_with_a_sentence():
-    tiny_settings(STRIDE=32)
-    with pytest.raises(config.UserError, match='STRIDE=32 is not supported'):
-        network.EMANet(21, 18)
+def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast():
+    tiny_settings(STAGE_NUM_EVAL=2)
+    torch.manual_seed(0)
+    net = network.EMANet(3, 18).eval()
+    x = torch.randn(1, 3, 41, 33)
+    features = net.features(x)
+    for t in (1, 2, 5):  # head(features, stages=t) is a net evaluated with t stages
+        net.emau.stage_num_eval = t
+        torch.testing.assert_close(net.head(features, x.shape[-2:], stages=t), net(x))
+    assert not torch.equal(net.head(features, x.shape[-2:], stages=1),
+                           net.head(features, x.shape[-2:], stages=5))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = net.train()(x.expand(2, -1, -1, -1))
+        small = net.fc2(net.fc1(net.emau(net.features(x.expand(2, -1, -1, -1)))[0]))
+    assert small.dtype == torch.bfloat16 and logits.dtype == torch.float32  # upsampled in fp32
+
+
+def test_load_weights_fits_or_says_why(tmp_path):
     tiny_settings()
-    with pytest.raises(config.UserError, match='N_LAYERS=42 is not supported'):
-        network.EMANet(21, 42)
+    torch.manual_seed(0)
+    source = network.EMANet(5, 18)
+    state = {f'module.{k}': v for k, v in source.state_dict().items()}  # DDP's prefix
+    net = network.EMANet(5, 18)
+    assert network.load_weights(net, state, 'a.pth', 'fix it') == []
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.state_dict().items())
+    other = network.EMANet(3, 18)  # another class count: only the classifier differs
+    with pytest.raises(config.UserError, match=r'a.pth does not fit .* N_CLASSES=5 .*shape 2 '
+                                               r'key\(s\) like fc2.weight .*; fix it\.'):
+        network.load_weights(other, state, 'a.pth', 'fix it')
+    assert network.load_weights(other, state, 'a.pth', 'x', head_may_differ=True) == [
+        'fc2.weight', 'fc2.bias']
+    assert torch.equal(other.fc0.conv.weight, source.fc0.conv.weight)
+    state['module.fc0.bn.running_var'][3] = float('nan')
+    with pytest.raises(config.UserError, match="non-finite values .* in 'fc0.bn.running_var'"):
+        network.load_weights(net, state, 'a.pth', 'x')
+
 
 # ---------------------------------------------------------------------------- costs
 

@@ -1,5 +1,6 @@
 """KEY=VALUE overrides: types, unknown keys, bare strings, bad literals; settings.py itself."""
 import ast
+import re
 import subprocess
 import sys
 
@@ -71,3 +72,64 @@ def test_a_script_reports_a_bad_override_without_traceback():
 def test_relative_paths_are_taken_from_the_project_folder():
     assert config.path('./logdir') == config.ROOT + '/logdir'
     assert config.path('/abs/dir') == '/abs/dir'
+
+
+@pytest.mark.parametrize('arg,message', [
+    ('SCALES=()', 'SCALES=() must be one or more scales in (0, 4]'),
+    ('SCALES=(0.5,-1.0)', 'SCALES=(0.5, -1.0) must be one or more scales'),
+    ('SCALES=(1.0,1000.0)', 'SCALES=(1.0, 1000.0) must be one or more scales'),
+    ('CROP_SIZE=0', 'CROP_SIZE=0 must be a side'),
+    ('CROP_SIZE=-5', 'CROP_SIZE=-5 must be a side'),
+    ('CROP_SIZE=1', 'CROP_SIZE=1 must be a side (or a (height, width) pair) of 9 to 8192'),
+    ('CROP_SIZE=(513,513,3)', 'CROP_SIZE=(513, 513, 3) must be a side'),
+    ('MEAN=(0.5,0.5)', 'MEAN=(0.5, 0.5) must be 3 values in [0, 1]'),
+    ('STD=(0.2,0.0,0.2)', 'STD=(0.2, 0.0, 0.2) must be 3 positive values'),
+    ('EM_MOM=1.5', 'EM_MOM=1.5 must be in [0, 1]; set it in settings.py or pass EM_MOM='),
+    ('BN_MOM=-0.1', 'BN_MOM=-0.1 must be in [0, 1]'),
+    ('EVAL_SCALES=(0.0,)', 'EVAL_SCALES=(0.0,) must be one or more scales'),
+    ('STAGE_NUM_EVAL=(1,0)', 'STAGE_NUM_EVAL=(1, 0) must be 0'),
+    ('N_CLASSES=300', 'N_CLASSES=300 must be in [1, 255]'),
+    ('IGNORE_LABEL=3', 'IGNORE_LABEL=3 must be in [N_CLASSES, 255]'),
+    ('STRIDE=32', 'STRIDE=32 must be one of 8, 16'),
+    ('N_LAYERS=42', 'N_LAYERS=42 must be one of 18, 34, 50, 101, 152'),
+    ("EVAL_MODE='tiles'", "EVAL_MODE=tiles must be one of 'whole', 'slide'"),
+    ('SLIDE_STEP=600', 'SLIDE_STEP=600 must be in [1, 513]'),
+    ('LR=0.0', 'LR=0.0 must be a positive finite number'),
+    ("LOSS='focal'", "LOSS=focal must be one of 'ce', 'ohem'"),
+])
+def test_out_of_range_settings_are_refused_before_anything_runs(arg, message):
+    before = config.resolved()
+    with pytest.raises(config.UserError, match=re.escape(message)):
+        config.apply_overrides([arg])
+    assert config.resolved() != before  # applied, then refused: the script stops here
+    for key, value in before.items():
+        setattr(settings, key, value)
+    config.check()  # settings.py itself is in range
+
+
+def test_second_forms_long_values_paths_and_help(capsys):
+    assert config.apply_overrides(['CROP_SIZE=(512,1024)', 'STAGE_NUM_EVAL=(1,2,3)']) == []
+    assert settings.CROP_SIZE == (512, 1024) and config.crop_size() == (512, 1024)
+    assert config.stage_counts() == (1, 2, 3)
+    settings.CROP_SIZE, settings.STAGE_NUM_EVAL = 33, 0
+    assert config.crop_size() == (33, 33) and config.stage_counts() == (settings.STAGE_NUM,)
+    with pytest.raises(config.UserError) as e:  # a huge value is shortened in the message
+        config.apply_overrides(['LR=' + '9' * 200000 + 'x'])
+    assert len(str(e.value)) < 300 and '(200001 characters)' in str(e.value)
+    # an experiment folder named like a setting is a path, not a setting
+    assert config.apply_overrides(['lr=0.1/final.pth', 'EMANet.T=3/x.pth']) == [
+        'lr=0.1/final.pth', 'EMANet.T=3/x.pth']
+    with pytest.raises(config.UserError, match="unknown setting 'lr'"):
+        config.apply_overrides(['lr=0.1'])
+    with pytest.raises(SystemExit) as e:
+        config.apply_overrides(['--help'], 'usage: a script\n  more')
+    assert e.value.code == 0 and capsys.readouterr().out == 'usage: a script\n  more\n'
+
+
+@pytest.mark.parametrize('script', ['train.py', 'eval.py', 'predict.py', 'compare.py', 'bench.py',
+                                    'network.py', 'dataset.py'])
+def test_every_script_prints_its_usage(script):
+    done = subprocess.run([sys.executable, script, '--help'], cwd=config.ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == '', done.stderr
+    assert 'usage' in done.stdout.lower() or script.split('.')[0] in done.stdout

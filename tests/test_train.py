@@ -1,6 +1,7 @@
 """train.py: the recipe's numbers, and whole runs through its command line (`python train.py
 KEY=VALUE ...` as a subprocess): end to end, resume after SIGKILL, torchrun, refusals."""
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -76,7 +77,7 @@ def tensorboard_events(tmp):
 def reference(toy_root, tmp_path_factory):
     """One uninterrupted run (2 loader workers, images and validation on) and its folder."""
     tmp = str(tmp_path_factory.mktemp('reference'))
-    done = run(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=6, ITER_SAVE=3))
+    done = run(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=3, ITER_SAVE=3))
     return tmp, done.stdout
 
 
@@ -165,17 +166,29 @@ def test_loss_falls_on_one_repeated_batch(toy_root):
 def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     tmp, out = reference
     models = sorted(os.listdir(os.path.join(tmp, 'models')))
-    assert models == ['final.pth', 'latest.pth', 'step_3.pth', 'step_6.pth']
+    assert models == ['best.pth', 'final.pth', 'latest.pth', 'step_3.pth', 'step_6.pth']
     final = load(tmp, 'final.pth')
     assert final['step'] == 6 and load(tmp, 'step_3.pth')['step'] == 3
-    assert {'net', 'step', 'optimizer', 'rng', 'settings'} <= set(final)
+    assert {'net', 'step', 'optimizer', 'rng', 'settings', 'classes', 'palette'} <= set(final)
+    assert final['classes'] == ['background', 'disk', 'bar', 'triangle', 'cross']
     assert not any(k.startswith(('module.', '_orig_mod.')) for k in final['net'])
     assert 'emau.mu' in final['net'] and final['settings']['ITER_MAX'] == 6
-    for line in ('step 2/6  loss ', 'img/s  eta ', 'peak mem', 'val mIoU', 'git ', 'torch'):
+    for line in ('step 2/6  loss ', 'img/s  eta ', 'peak mem', 'val (T=3) mIoU', 'git ', 'torch',
+                 'opencv', 'pillow'):
         assert line in out
     logs = os.listdir(os.path.join(tmp, 'logdir'))
     assert 'train.log' in logs and any(f.startswith('events.out.tfevents') for f in logs)
-    assert any(f.startswith('train-') and f.endswith('.json') for f in logs)
+    assert not any(f.endswith('.lock') for f in logs + models)  # removed at the end
+    records = [f for f in logs if f.startswith('train-') and f.endswith('.json')]
+    record = json.load(open(os.path.join(tmp, 'logdir', records[0])))
+    assert len(records) == 1 and {'opencv', 'pillow', 'numpy', 'torch'} <= set(record['versions'])
+    metrics = [json.loads(line) for line in open(os.path.join(tmp, 'logdir', 'metrics.jsonl'))]
+    assert [m['step'] for m in metrics if 'loss' in m] == [2, 4, 6]
+    val = [m for m in metrics if 'val_mIoU' in m]
+    assert [m['step'] for m in val] == [3, 6] and all(m['session'] == records[0] for m in metrics)
+    best = max(val, key=lambda m: m['val_mIoU'])  # the first of equals
+    assert final['best'] == {'step': best['step'], 'mIoU': best['val_mIoU']}
+    assert load(tmp, 'best.pth')['step'] == best['step']
     with open(os.path.join(tmp, 'logdir', 'train.log')) as f:
         assert 'step 6/6' in f.read()
     events = tensorboard_events(tmp)
@@ -205,7 +218,7 @@ def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path):
 
 def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path):
     tmp = str(tmp_path)
-    argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1, ITER_SAVE=3)
+    argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1, ITER_SAVE=3, VAL_EVERY=3)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
@@ -222,6 +235,8 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_
     done = run(argv + ['NUM_WORKERS=0'])  # the loader workers do not change the data
     assert 'resuming from' in done.stdout
     assert_same_state(load(tmp, 'final.pth'), load(reference[0], 'final.pth'))
+    assert not os.path.exists(os.path.join(tmp, 'models', 'latest.pth.tmp99999'))  # removed
+    assert load(tmp, 'final.pth')['best'] == load(reference[0], 'final.pth')['best']
     for name in ('step_3.pth', 'step_6.pth'):  # its other checkpoints match the reference too
         assert_same_state(load(tmp, name), load(reference[0], name))
     losses = tensorboard_events(tmp).Scalars('train/loss')  # steps after latest.pth: once
@@ -235,7 +250,7 @@ def test_torchrun_two_processes_agree(toy_root, tmp_path):
     done = run(args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2, VAL_EVERY=3, IMAGE_EVERY=3),
                torchrun=2)
     assert '2 processes hold the same weights and bases' in done.stdout
-    assert done.stdout.count('val mIoU') == 1  # rank 0 logs, both ranks validate
+    assert done.stdout.count('val (T=3) mIoU') == 1  # rank 0 logs, both ranks validate
     assert load(tmp, 'final.pth')['step'] == 3
     import train
     settings.BATCH_SIZE = 3
@@ -255,12 +270,18 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
     torch.save(ckpt, os.path.join(tmp, 'models', 'latest.pth'))
     done = run(args(toy_root, tmp), check=False)
     assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert 'do not fit the network' in done.stderr and '"fc2.bias"' in done.stderr
+    assert 'does not fit the network' in done.stderr and 'missing 1 key(s) like fc2.bias' in done.stderr
     shutil.copy(os.path.join(reference[0], 'models', 'latest.pth'), os.path.join(tmp, 'models'))
-    with open(os.path.join(tmp, 'models', 'latest.pth.tmp.lock'), 'a') as f:
+    with open(os.path.join(tmp, 'models', 'train.lock'), 'a') as f:
         fcntl.lockf(f, fcntl.LOCK_EX)  # as a run writing into this folder holds it
         done = run(args(toy_root, tmp), check=False)
     assert done.returncode == 2 and 'another train.py is writing into' in done.stderr
+    os.makedirs(os.path.join(tmp, 'logdir'), exist_ok=True)
+    with open(os.path.join(tmp, 'logdir', 'train.log.lock'), 'a') as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)  # another run, with another MODEL_DIR, logs here
+        done = run(args(toy_root, tmp), check=False)
+    assert done.returncode == 2 and f'writing into {tmp}/logdir; wait for it, stop it, or ' \
+        f'pass another LOG_DIR' in done.stderr
     done = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0))
     assert 'resuming from' in done.stdout and 'at step 6' in done.stdout
 
@@ -279,12 +300,15 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path)
 @pytest.mark.parametrize('argv, message', [
     (['junk'], "unexpected argument 'junk'"),
     (['BATCH_SIZE=0'], 'BATCH_SIZE=0 must be at least 1'),
-    (['LR=-1.0'], 'LR=-1.0 must be a finite number'),
+    (['LR=-1.0'], 'LR=-1.0 must be a positive finite number'),
+    (['EM_MOM=1.5'], 'EM_MOM=1.5 must be in [0, 1]'),
+    (['N_CLASSES=21'], 'classes.txt names 5 classes but N_CLASSES=21'),
+    (['INIT_FROM=/no/such.pth'], 'the checkpoint /no/such.pth (INIT_FROM) do not exist'),
     (['NO_SUCH_KEY=1'], "unknown setting 'NO_SUCH_KEY'"),
     (['DATA_ROOT=/no/such/folder'], 'DATA_ROOT'),
-    (['PRETRAINED=/no/such/weights.pth'], 'pass PRETRAINED= to train from scratch'),
-    (['MODEL_DIR=/dev/null/models'], 'MODEL_DIR /dev/null/models cannot be made'),
-    (['LOG_DIR=/dev/null/logdir'], 'LOG_DIR /dev/null/logdir cannot be made'),
+    (['PRETRAINED=/no/such/weights.pth'], 'or pass PRETRAINED= to go without'),
+    (['MODEL_DIR=/dev/null/models'], 'MODEL_DIR /dev/null/models cannot be made or written'),
+    (['LOG_DIR=/dev/null/logdir'], 'LOG_DIR /dev/null/logdir cannot be made or written'),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path, capsys):
     import train
@@ -300,34 +324,6 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path,
 def sh(script, *argv, cwd=None, env=None):
     return subprocess.run(['sh', str(script), *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=60, env={**os.environ, 'PYTHON': sys.executable, **(env or {})})
-
-
-def test_clean_sh_removes_run_outputs_and_keeps_imagenet_weights(tmp_path):
-    project = tmp_path / 'project'
-    (project / 'models').mkdir(parents=True)
-    (project / 'logdir' / 'sub').mkdir(parents=True)
-    (project / '__pycache__').mkdir()
-    (tmp_path / 'other').mkdir()
-    shutil.copy(os.path.join(ROOT, 'clean.sh'), project)
-    shutil.copy(os.path.join(ROOT, 'settings.py'), project)
-    keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth']
-    gone = ['models/latest.pth', 'models/final.pth', 'models/step_2000.pth',
-            'models/latest.pth.tmp123', 'models/latest.pth.tmp.lock', 'logdir/events.out',
-            'logdir/sub/x', '__pycache__/a.pyc']
-    for name in keep + gone + ['../other/latest.pth']:
-        (project / name).write_text('x')
-    done = sh(project / 'clean.sh', 'MODEL_DIR=../other', 'DATA_ROOT=/')
-    assert done.returncode != 0 and "'DATA_ROOT' is not LOG_DIR" in done.stderr
-    assert (project / 'models' / 'latest.pth').exists()  # nothing removed
-    done = sh(project / 'clean.sh', 'MODEL_DIR=../other')
-    assert done.returncode == 0 and not (tmp_path / 'other' / 'latest.pth').exists()
-    assert (project / 'models' / 'latest.pth').exists()  # only the MODEL_DIR given
-    for _ in range(2):  # from another folder, twice in a row
-        done = sh(project / 'clean.sh', cwd=str(tmp_path))
-        assert done.returncode == 0, done.stderr
-    assert all((project / name).exists() for name in keep)
-    assert not any((project / name).exists() for name in gone)
-    assert (project / 'logdir').is_dir() and not os.listdir(project / 'logdir')
 
 
 def test_tensorboard_sh_serves_log_dir_on_localhost(tmp_path):

@@ -83,20 +83,26 @@ def test_random_scale_sizes_and_nearest_labels():
     assert np.array_equal(sl[::2, ::2], label)  # 2x upscaling repeats each label pixel
 
 
-def test_pad_to_crop_size_and_val_padding_rule():
+def test_pad_to_crop_size_square_or_not():
     image, label = coded_pair(20, 30)
     pi, pl = transforms.PadTo(33, FILL, IGNORE)(image, label)
     assert pl.shape == (33, 33) and np.array_equal(pl[:20, :30], label)
     assert (pl[20:] == IGNORE).all() and (pi[:, 30:] == FILL).all()
     assert np.array_equal(pi[:20, :30], image)
-    pad = transforms.PadModulo(FILL, IGNORE, 8, 1)
-    for h, w in [(1, 1), (7, 8), (9, 16), (375, 500), (500, 333), (17, 24)]:
-        img, lab = np.zeros((h, w, 3), np.uint8), np.ones((h, w), np.uint8)
-        pi, pl = pad(img, lab)
-        H, W = pl.shape
-        assert H % 8 == 1 and W % 8 == 1 and h <= H < h + 8 and w <= W < w + 8
-        assert (pl[:h, :w] == 1).all() and (pl[h:] == IGNORE).all() and (pl[:, w:] == IGNORE).all()
-        assert (pi[h:] == FILL).all() and (pi[:, w:] == FILL).all() and (pi[:h, :w] == 0).all()
+    pi, pl = transforms.PadTo((17, 41), FILL, IGNORE)(image, label)  # (h, w): only w grows
+    assert pl.shape == (20, 41) and pi.shape == (20, 41, 3) and (pl[:, 30:] == IGNORE).all()
+
+
+def test_non_square_crops_keep_image_and_label_aligned():
+    image, label = coded_pair()
+    t = transforms.train_transform((0.5, 1.0, 2.0), (33, 65), FILL, IGNORE)
+    for seed in range(20):
+        out_image, out_label = t(image, label, np.random.default_rng(seed))
+        assert out_image.shape == (33, 65, 3) and out_label.shape == (33, 65)
+        inside = interior(out_label)
+        assert (decode(out_image)[inside] == out_label[inside]).all(), seed
+    ci, cl = transforms.RandomCrop((20, 50))(image, label, np.random.default_rng(0))
+    assert cl.shape == (20, 50) and ci.shape == (20, 50, 3)
 
 
 def test_normalize_batch_numbers():
@@ -108,6 +114,8 @@ def test_normalize_batch_numbers():
     assert torch.allclose(y[1, :, 3, 4], torch.tensor(want), atol=1e-5)
     fill = torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)
     assert transforms.normalize_batch(fill, mean, std).abs().max() < 0.01  # padding ~ 0
+    assert transforms._mean_std(mean, std, y.device)[0] is transforms._mean_std(
+        mean, std, y.device)[0]  # made once per device, not at every batch
 
 
 @pytest.mark.parametrize('scales', [(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), (0.6, 1.1)])
@@ -143,5 +151,5 @@ def test_to_tensors_of_views():
     for a, b in ((image, label), (image[2:15, 3:20], label[2:15, 3:20]),
                  (image[:, ::-1], label[:, ::-1])):
         x, y = transforms.to_tensors(a, b)
-        assert x.dtype == torch.uint8 and y.dtype == torch.int64
+        assert x.dtype == torch.uint8 and y.dtype == torch.uint8  # labels 8-bit to the device
         assert np.array_equal(x.numpy(), a.transpose(2, 0, 1)) and np.array_equal(y.numpy(), b)

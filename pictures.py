@@ -1,0 +1,113 @@
+"""Pictures of results: palette PNGs of predictions, the image with its prediction blended
+over it and a legend, the bases' attention grid, and the confusion matrix. Every function takes
+uint8 RGB arrays (H, W, 3) or label maps (H, W) and the dataset's class names and colours."""
+import math
+
+import cv2
+import numpy as np
+from PIL import Image
+
+import config
+import dataset
+
+
+def save_png(pred, target, colours=None):
+    """An index PNG in `colours` (VOC's by default): decoding it gives `pred` (H, W) back
+    exactly. Written atomically."""
+    image = Image.fromarray(np.asarray(pred, np.uint8), mode='P')
+    image.putpalette(colours or dataset.palette())
+    with config.atomic(target, '.png') as tmp:
+        image.save(tmp)
+
+
+def overlay(image, pred, names, colours=None, alpha=0.5):
+    """The image with the coloured prediction blended over it, and on its right a legend of
+    the classes present (largest first)."""
+    table = np.array(colours or dataset.palette(), np.uint8).reshape(256, 3)
+    coloured = table[pred]
+    blend = cv2.addWeighted(image, 1 - alpha, coloured, alpha, 0)
+    present = np.bincount(pred.ravel(), minlength=len(names))[:len(names)]
+    order = [c for c in np.argsort(-present, kind='stable') if present[c] > 0]
+    row, width = 22, 12 + 14 + 9 * max([len(names[c]) for c in order] + [6])
+    height = max(blend.shape[0], row * len(order) + 8)
+    legend = np.full((height, width, 3), 255, np.uint8)
+    for k, c in enumerate(order):
+        y = 6 + k * row
+        cv2.rectangle(legend, (6, y), (20, y + 14), table[c].tolist(), cv2.FILLED)
+        cv2.putText(legend, names[c], (26, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    out = np.full((height, blend.shape[1] + width, 3), 255, np.uint8)
+    out[:blend.shape[0], :blend.shape[1]] = blend
+    out[:, blend.shape[1]:] = legend
+    return out
+
+
+def attention_tiles(image, z, pred, colours=None):
+    """RGB uint8 tiles (h, w, 3): the image (h, w, 3), the coloured prediction (h, w), then
+    one per map of z (K, h, w), each stretched from its minimum (blue) to its maximum (red)."""
+    maps = [(m - m.min()) / max(float(m.max() - m.min()), 1e-12) for m in z]
+    maps = [np.round(255 * m).astype(np.uint8) for m in maps]
+    maps = [cv2.applyColorMap(m, cv2.COLORMAP_JET)[..., ::-1] for m in maps]
+    return [np.ascontiguousarray(image), dataset.colorize(pred, colours)] + maps
+
+
+def grid(tiles, gap=4):
+    """Equal-sized tiles in a near-square grid on white, row by row."""
+    h, w = tiles[0].shape[:2]
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
+    return out
+
+
+def confusion_matrix(conf, names, title=''):
+    """The confusion matrix as an RGB uint8 picture: rows (true classes) normalised to sum to
+    100%, class names on both axes, the share in each cell when there are few classes."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    conf = np.asarray(conf, np.float64)
+    n = len(conf)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        share = np.nan_to_num(100 * conf / conf.sum(1, keepdims=True))
+    side = min(60.0, max(5.0, 0.32 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1, side), dpi=100)
+    im = ax.imshow(share, cmap='Blues', vmin=0, vmax=100)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class')
+    ax.set_title(title or 'confusion matrix (% of each true class)', fontsize=9)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if share[i, j] >= 0.5:
+                    ax.text(j, i, f'{share[i, j]:.0f}', ha='center', va='center', fontsize=6,
+                            color='white' if share[i, j] > 50 else 'black')
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return picture
+
+
+def confused_most(conf, names, top=10):
+    """The largest off-diagonal cells of a confusion matrix: [{'true', 'predicted', 'share'}]
+    where share is the fraction of the true class's pixels given to the predicted class."""
+    conf = np.asarray(conf, np.float64)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        share = np.nan_to_num(conf / conf.sum(1, keepdims=True))
+    np.fill_diagonal(share, 0)
+    cells = np.argsort(-share, axis=None, kind='stable')[:top]
+    return [{'true': names[i], 'predicted': names[j], 'share': float(share[i, j])}
+            for i, j in zip(*np.unravel_index(cells, share.shape)) if share[i, j] > 0]
+
+
+def save_rgb(picture, target):
+    """An RGB uint8 picture as a PNG, atomically."""
+    with config.atomic(target, '.png') as tmp:
+        Image.fromarray(picture).save(tmp)
