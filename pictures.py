@@ -2,6 +2,7 @@
 over it and a legend, the bases' attention grid, and the confusion matrix. Every function takes
 uint8 RGB arrays (H, W, 3) or label maps (H, W) and the dataset's class names and colours."""
 import math
+import os
 
 import cv2
 import numpy as np
@@ -108,6 +109,6 @@ def confused_most(conf, names, top=10):
 
 
 def save_rgb(picture, target):
-    """An RGB uint8 picture as a PNG, atomically."""
-    with config.atomic(target, '.png') as tmp:
-        Image.fromarray(picture).save(tmp)
+    """An RGB uint8 picture in the format of target's extension (.png, .jpg), atomically."""
+    with config.atomic(target, os.path.splitext(target)[1]) as tmp:
+        Image.fromarray(picture).save(tmp, quality=90)

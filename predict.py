@@ -1,0 +1,198 @@
+"""Segment your own images with a trained checkpoint: for each image an index PNG <name>.png in
+the dataset's palette (decoding it gives the predicted classes) and <name>_overlay.jpg to look
+at (the prediction blended over the image, with a legend of the classes present).
+
+    python predict.py CHECKPOINT INPUT... [KEY=VALUE ...] [--out DIR]
+    python predict.py models/final.pth photos/ more.txt cat.jpg EVAL_FLIP=True
+    python predict.py models/final.pth --voc-test 'EVAL_SCALES=(0.5,0.75,1.0,1.25,1.5,1.75)'
+    torchrun --nproc_per_node=4 predict.py ...          # the inputs split over 4 processes
+
+INPUT: an image (JPEG, PNG, BMP or WebP of any size; grayscale, RGBA, 16-bit and CMYK become
+RGB), a folder of images, or a text file listing image paths (relative to the file). The model,
+MEAN/STD, the class names and the palette come from the checkpoint alone; EVAL_SCALES,
+EVAL_FLIP, EVAL_MODE (slide windows for large images) and the first STAGE_NUM_EVAL apply, and
+inference is eval.py's own. Outputs go to --out, by default a new folder
+LOG_DIR/predict_<checkpoint>-<id>_<mode>; the last line printed names it. An image that cannot
+be read is reported and skipped, and the exit status is 1 at the end.
+
+--voc-test writes the VOC 2012 test images' predictions (the ids of DATA_ROOT's test split, from
+VOC2012test.tar) in the evaluation server's layout, results/VOC2012/Segmentation/comp6_test_cls/
+<id>.png, checks that every id has its PNG and packs results.tar.gz to upload.
+"""
+import argparse
+import os
+import sys
+import tarfile
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import config
+import dataset
+import eval as evaluation
+import pictures
+import settings
+
+VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
+
+
+@config.main
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    rest = config.apply_overrides(argv, __doc__)
+    given = {a.partition('=')[0] for a in argv if a not in rest}
+    parser = argparse.ArgumentParser(prog='predict.py', add_help=False)
+    parser.add_argument('checkpoint', nargs='?')
+    parser.add_argument('inputs', nargs='*')
+    parser.add_argument('--out')
+    parser.add_argument('--voc-test', action='store_true')
+    args, unknown = parser.parse_known_args(rest)
+    if unknown or not args.checkpoint or bool(args.inputs) == args.voc_test:
+        raise config.UserError('predict.py takes a checkpoint and images, folders or lists (or '
+                               '--voc-test instead of them), like `python predict.py '
+                               'models/final.pth photos/`; see --help.')
+    rank, world, device = config.init_distributed()
+    net, info = evaluation.load_net(args.checkpoint, device, keep=given)
+    if args.voc_test:
+        root = dataset.data_root()
+        ids = dataset.read_list(os.path.join(root, 'ImageSets', 'Segmentation', 'test.txt'))
+        paths = [dataset.find_image(os.path.join(root, 'JPEGImages', i)) for i in ids]
+        names = ids
+    else:
+        paths = images_of(args.inputs)
+        names = output_names(paths)
+    out = args.out or os.path.join(config.folder('LOG_DIR'), config.unique_name(
+        config.path(settings.LOG_DIR), f'predict_{evaluation.checkpoint_id(args.checkpoint)}_'
+                                       f'{evaluation.mode()}'))
+    pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
+    with config.writing(pred_dir, '--out'):
+        os.makedirs(pred_dir, exist_ok=True)
+    failed = predict_all(net, paths, names, pred_dir, info, device, rank, world,
+                         overlays=not args.voc_test)
+    if world > 1:
+        failed = sum(gather(failed, world), [])
+        dist.barrier()
+    if rank == 0:
+        for path, why in failed:
+            print(f'skipped {path}: {why}', file=sys.stderr)
+        if args.voc_test and not failed:
+            print(f'archive to upload: {pack(out, ids)}')
+        if failed:
+            print(f'{len(failed)} of {len(paths)} images could not be read (above).',
+                  file=sys.stderr)
+        print(f'predictions: {out}', flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if failed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def images_of(inputs):
+    """The image paths that the INPUT arguments name, in order: files as they are, the images
+    of a folder (sorted), the lines of a .txt list (relative to the list's folder)."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(f for f in os.listdir(item)
+                           if f.lower().endswith(dataset.IMAGE_EXTS) and not f.startswith('.'))
+            if not found:
+                raise config.UserError(f'folder {item} holds no images (.jpg, .png, .jpeg, .bmp, '
+                                       f'.webp); give a folder of images, a list or files.')
+            paths += [os.path.join(item, f) for f in found]
+        elif os.path.isfile(item) and item.lower().endswith('.txt'):
+            lines = [line.strip() for line in dataset.read_text(item, 'image list')
+                     if line.strip()]
+            if not lines:
+                raise config.UserError(f'image list {item} is empty; give one image path per '
+                                       f'line.')
+            paths += [os.path.join(os.path.dirname(item), line) for line in lines]
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            raise config.UserError(f'input {item} does not exist; give image files, folders of '
+                                   f'images or .txt lists of image paths.')
+    return paths
+
+
+def output_names(paths):
+    """A file name (without extension) per path: its stem, or with its folder in front when
+    another stem is the same (a/x.jpg, b/x.jpg -> a_x, b_x), then its extension and more
+    folders (a/x.jpg, a/x.png -> a_x_jpg, a_x_png); a file given twice gets -2. No output
+    overwrites another."""
+    def candidates(path):
+        *folders, name = os.path.normpath(os.path.abspath(path)).split(os.sep)[1:]
+        stem, ext = os.path.splitext(name)
+        yield stem
+        yield '_'.join(folders[-1:] + [stem])
+        for k in range(1, len(folders) + 1):
+            yield '_'.join(folders[-k:] + [stem] + ([ext[1:]] if ext else []))
+    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    options = [list(candidates(p)) for p in unique]
+    level = [0] * len(unique)
+    while True:
+        names = [o[min(k, len(o) - 1)] for o, k in zip(options, level)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and
+                 level[i] < len(options[i]) - 1]
+        if not clash:
+            break
+        for i in clash:
+            level[i] += 1
+    name_of, seen, out = dict(zip(unique, names)), {}, []
+    for p in paths:
+        name = name_of[os.path.abspath(p)]
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f'{name}-{seen[name]}')
+    return out
+
+
+# ---------------------------------------------------------------------------- prediction
+
+def predict_all(net, paths, names, out, info, device, rank, world, overlays=True):
+    """Write every world-th image's PNG (and overlay) from `rank` on; returns [(path, why)] of
+    the images that could not be read."""
+    failed, t = [], config.stage_counts()[0]
+    bar = tqdm(list(zip(paths, names))[rank::world], desc='predict', unit='img',
+               dynamic_ncols=True, disable=rank != 0)
+    for path, name in bar:
+        try:
+            image = dataset.read_image(path)
+        except config.UserError as e:
+            failed.append((path, str(e)))
+            continue
+        x = torch.from_numpy(image).permute(2, 0, 1).to(device)
+        with evaluation.eval_mode(net):  # eval.validate's inference, one image at a time
+            pred = evaluation.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
+        with config.writing(os.path.join(out, name), '--out'):
+            pictures.save_png(pred, os.path.join(out, f'{name}.png'), info['palette'])
+            if overlays:
+                picture = pictures.overlay(image, pred, info['classes'], info['palette'])
+                pictures.save_rgb(picture, os.path.join(out, f'{name}_overlay.jpg'))
+    return failed
+
+
+def gather(value, world):
+    values = [None] * world
+    dist.all_gather_object(values, value)
+    return values
+
+
+def pack(out, ids):
+    """results.tar.gz of out/results for the VOC server, after checking that every id has its
+    PNG; returns its path."""
+    folder = os.path.join(out, VOC_SERVER)
+    missing = [i for i in ids if not os.path.isfile(os.path.join(folder, f'{i}.png'))]
+    if missing:
+        raise config.UserError(f'{len(missing)} of the {len(ids)} test ids have no PNG in '
+                               f'{folder} (first: {missing[0]}); run the command again.')
+    target = os.path.join(out, 'results.tar.gz')
+    with config.writing(target, '--out'), config.atomic(target) as tmp:
+        with tarfile.open(tmp, 'w:gz') as tar:
+            tar.add(os.path.join(out, 'results'), arcname='results')
+    return target
+
+
+if __name__ == '__main__':
+    main()
