@@ -5,10 +5,12 @@
 CPU rows (any machine, about 2 minutes on 2 cores): the data pipeline against a plain
 re-statement of the original's, and the EM unit against a plain re-statement of the
 reference algorithm. CUDA rows (only where a GPU is visible): a real EMANet-101 training
-step (fp32 eager against the default bf16 + channels_last), its model FLOP utilisation,
-and inference on VOC-sized images. Benchmarks are not tests: nothing here asserts a time.
+step in plain fp32 (the baseline), TF32 and the default (bf16 + channels_last, + compile with
+COMPILE=True) with its peak memory and model FLOP utilisation against the measured bf16 matmul
+rate, and eval.py's own inference (validate) on VOC-sized images, single scale and 6 scales +
+flip. Benchmarks are not tests: nothing here asserts a time.
 """
-import json
+import contextlib
 import os
 import statistics
 import sys
@@ -24,6 +26,7 @@ from PIL import Image
 import config
 import dataset
 import network
+import runs
 import settings
 import transforms
 
@@ -104,14 +107,14 @@ def original_sample(root, image_id, rng):
     return image[0], label[0, 0].long()
 
 
-def bench_data(n=24, rounds=3):
+def bench_data(root, n, rounds=3):
     """Samples/s on one core: decode alone, the original's pipeline, ours (TrainDataset)."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    with tempfile.TemporaryDirectory() as root:
-        ids = voc_like_folder(root, n)
+    with changed(settings, N_CLASSES=21):
         ours = dataset.TrainDataset('trainaug', root=root)
         rng = np.random.default_rng(0)
+        ids = ours.ids
         paths = [os.path.join(root, 'JPEGImages', f'{i}.jpg') for i in ids]
         runs = {'decode': lambda: [cv2.imread(p) for p in paths],
                 'original': lambda: [original_sample(root, i, rng) for i in ids],
@@ -169,79 +172,117 @@ def bench_emau(device, batch=8, repeats=3):
 # ---------------------------------------------------------------------------- CUDA rows
 
 
-def build(n_layers=101):
-    for key, value in dict(N_LAYERS=n_layers, STRIDE=8, STEM='deep', EMA_CHANNELS=512,
-                           N_BASES=64, N_CLASSES=21, PRETRAINED='').items():
-        setattr(settings, key, value)
-    return network.EMANet(21, n_layers).cuda()
+@contextlib.contextmanager
+def changed(obj, **values):
+    """obj's attributes set to `values` inside, as they were after (settings, cuDNN flags)."""
+    saved = {k: getattr(obj, k) for k in values}
+    for key, value in values.items():
+        setattr(obj, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(obj, key, value)
 
 
-def bench_train_step(batch, fast, steps=10):
-    """images/s, peak GiB and FLOPs of real SGD steps at 513x513 (fp32 eager or the default)."""
-    import train
+R101 = dict(N_LAYERS=101, STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21,
+            PRETRAINED='')
+
+# the arithmetic of each training row: plain fp32 (the original's GPUs had no TF32), TF32
+# convolutions and matmuls (PyTorch's default for convolutions), and this repository's default
+MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False),
+         'tf32': dict(tf32=True, amp=False, channels_last=False),
+         'default': dict(tf32=True, amp=True, channels_last=True)}
+
+
+def bench_train_step(batch, mode, steps=10):
+    """images/s, peak GiB and FLOPs/s of real SGD steps of EMANet-101 OS8 at 513x513."""
+    import recipe
     from torch.utils.flop_counter import FlopCounterMode
-    torch.manual_seed(0)
-    net = build()
-    if fast:
-        net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(train.param_groups(net), lr=1e-3, momentum=0.9)
-    x = torch.randint(0, 256, (batch, 3, 513, 513), dtype=torch.uint8, device='cuda')
-    y = torch.randint(0, 21, (batch, 513, 513), device='cuda')
-    model = torch.compile(net) if fast and settings.COMPILE else net
+    m = MODES[mode]
+    torch.cuda.empty_cache()  # what the previous row held
+    with changed(settings, **R101, AMP=m['amp']), \
+            changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True), \
+            changed(torch.backends.cuda.matmul, allow_tf32=m['tf32']):
+        torch.manual_seed(0)
+        net = network.EMANet(21, 101).cuda()
+        if m['channels_last']:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(recipe.param_groups(net), lr=1e-3, momentum=0.9)
+        x = torch.randint(0, 256, (batch, 3, 513, 513), dtype=torch.uint8, device='cuda')
+        y = torch.randint(0, 21, (batch, 513, 513), dtype=torch.uint8, device='cuda')
+        model = torch.compile(net) if mode == 'default' and settings.COMPILE else net
 
-    def step():
-        img = transforms.normalize_batch(x, settings.MEAN, settings.STD)
-        if fast:
-            img = img.contiguous(memory_format=torch.channels_last)
-        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=fast):
-            loss = train.loss_fn(model(img), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    for _ in range(3):
-        step()
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, steps, torch.cuda.synchronize)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    del net, model, opt
-    torch.cuda.empty_cache()
-    return batch / seconds, peak, counter.get_total_flops() / seconds
+        def step():
+            img = transforms.normalize_batch(x, settings.MEAN, settings.STD)
+            if m['channels_last']:
+                img = img.contiguous(memory_format=torch.channels_last)
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=m['amp']):
+                loss = recipe.loss_fn(model(img), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        try:
+            for _ in range(3):
+                step()
+            torch.cuda.reset_peak_memory_stats()
+            seconds = timed(step, steps, torch.cuda.synchronize)
+            peak = torch.cuda.max_memory_allocated() / 2 ** 30
+            counter = FlopCounterMode(display=False)
+            with counter:
+                step()
+            return batch / seconds, peak, counter.get_total_flops() / seconds
+        except torch.cuda.OutOfMemoryError:
+            print(f'train step batch {batch}, {mode}: out of memory', flush=True)
+            return None
 
 
-def matmul_rate(n=8192, repeats=20):
+def matmul_rate(n=8192, inner=50, repeats=5):
+    """bf16 FLOP/s of n x n matmuls, `inner` of them per timing (one would time the launch)."""
     a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
     b = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
-    return 2 * n ** 3 / timed(lambda: a @ b, repeats, torch.cuda.synchronize)
+
+    def many():
+        for _ in range(inner):
+            torch.mm(a, b)
+    return inner * 2 * n ** 3 / timed(many, repeats, torch.cuda.synchronize)
 
 
-def bench_cuda():
-    torch.backends.cudnn.benchmark = True
+def bench_inference(root, n):
+    """images/s of eval.py's own path (validate: padding, scales, flip, bf16) on n VOC-sized
+    images, single scale and 6 scales + flip, projected to the 1449 VOC val images."""
+    import eval as evaluation
+    device = torch.device('cuda')
+    with changed(settings, **R101, NUM_WORKERS=4):
+        torch.manual_seed(0)
+        net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
+        data = dataset.ValDataset('trainaug', root=root)
+        for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
+            with changed(settings, EVAL_SCALES=scales, EVAL_FLIP=flip):
+                seconds = timed(lambda: evaluation.validate(net, data, device), 2,
+                                torch.cuda.synchronize) / n
+            row(f'inference 500x375 (validate), {len(scales)} scale(s){" + flip" * flip}',
+                1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
+
+
+def bench_cuda(root, n):
     name = torch.cuda.get_device_name()
     rate = matmul_rate()
     row('bf16 matmul 8192^3', rate / 1e12, 'TFLOP/s', note=name)
     for batch in (8, 16):
-        try:
-            base = bench_train_step(batch, fast=False)
-            fast = bench_train_step(batch, fast=True)
-        except torch.cuda.OutOfMemoryError:
-            print(f'train step batch {batch}: out of memory', flush=True)
-            continue
-        row(f'train step R101 OS8 513, batch {batch}', fast[0], 'images/s', 'fp32 eager',
-            base[0], note='bf16 + channels_last' + (' + compile' if settings.COMPILE else ''))
-        row(f'  peak memory, batch {batch}', fast[1], 'GiB', 'fp32 eager', base[1])
-        row(f'  model FLOP utilisation, batch {batch}', fast[2] / rate, 'of matmul',
-            'fp32 eager', base[2] / rate)
-    import eval as evaluation
-    net = build().eval()
-    image = torch.randint(0, 256, (1, 3, 375, 500), dtype=torch.uint8, device='cuda')
-    for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
-        settings.EVAL_SCALES, settings.EVAL_FLIP = scales, flip
-        seconds = timed(lambda: evaluation.predict(net, image), 10, torch.cuda.synchronize)
-        row(f'inference 500x375, {len(scales)} scale(s){" + flip" if flip else ""}',
-            1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
+        got = {mode: bench_train_step(batch, mode) for mode in MODES}
+        base = got['fp32'] or (None, None, None)
+        for mode in ('tf32', 'default'):
+            if got[mode] is None:
+                continue
+            note = {'tf32': 'TF32 convolutions and matmuls, NCHW',
+                    'default': 'bf16 + channels_last' + ' + compile' * settings.COMPILE}[mode]
+            row(f'train step R101 OS8 513, batch {batch}, {mode}', got[mode][0], 'images/s',
+                'plain fp32', base[0], note=note)
+            row(f'  peak memory, batch {batch}, {mode}', got[mode][1], 'GiB', 'plain fp32', base[1])
+            row(f'  model FLOP utilisation, batch {batch}, {mode}', got[mode][2] / rate,
+                'of matmul', 'plain fp32', base[2] and base[2] / rate)
+    bench_inference(root, n)
 
 # ---------------------------------------------------------------------------- main
 
@@ -251,15 +292,18 @@ def main():
     rest = config.apply_overrides(sys.argv[1:], __doc__)
     if rest:
         raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE.')
+    record = runs.run_record()  # the settings as given, before any row changes them
     print(f'bench.py on {torch.get_num_threads()} CPU threads'
           f'{", " + torch.cuda.get_device_name() if torch.cuda.is_available() else ""}')
-    bench_data()
-    bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
-    if torch.cuda.is_available():
-        bench_emau(torch.device('cuda'))
-        bench_cuda()
-    record = config.run_record(rows=ROWS)
-    print('written to', config.write_record(record, config.path(settings.LOG_DIR), 'bench.json'))
+    with tempfile.TemporaryDirectory() as root:
+        n = len(voc_like_folder(root))
+        bench_data(root, n)
+        bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
+        if torch.cuda.is_available():
+            bench_emau(torch.device('cuda'))
+            bench_cuda(root, n)
+    log_dir = runs.folder('LOG_DIR')
+    print('written to', runs.write_record({**record, 'rows': ROWS}, log_dir, 'bench.json'))
 
 
 if __name__ == '__main__':

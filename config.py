@@ -2,17 +2,12 @@
 writes and checkpoint reads, torchrun set-up, and the one way a script reports a mistake the
 user can fix (one sentence, exit status 2)."""
 import ast
-import contextlib
 import difflib
-import errno
 import functools
-import json
 import math
 import os
-import platform
 import re
 import signal
-import subprocess
 import sys
 
 import torch
@@ -259,164 +254,8 @@ def check():
 
 # ---------------------------------------------------------------------------- run records
 
-def git_state():
-    """(sha, dirty) of the project folder, or ('unknown', None) outside a git checkout."""
-    def git(*args):
-        return subprocess.run(['git', '-C', ROOT, *args], capture_output=True, text=True,
-                              timeout=10)
-    try:
-        sha = git('rev-parse', 'HEAD')
-        if sha.returncode != 0:
-            return 'unknown', None
-        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip() != ''
-        return sha.stdout.strip(), dirty
-    except (OSError, subprocess.SubprocessError):
-        return 'unknown', None
-
-
-def versions():
-    """The versions of everything that decides the numbers: Python, torch, CUDA, and the
-    libraries that decode and resize the data."""
-    import cv2
-    import numpy
-    import PIL
-    cuda = torch.cuda.is_available()
-    return {'python': platform.python_version(), 'torch': torch.__version__,
-            'numpy': numpy.__version__, 'opencv': cv2.__version__, 'pillow': PIL.__version__,
-            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if cuda else None}
-
-
-def run_record(**extra):
-    """What a run records of itself: settings, git state, library versions, and `extra`."""
-    sha, dirty = git_state()
-    return {'settings': resolved(), 'git_sha': sha, 'git_dirty': dirty,
-            'argv': sys.argv, 'host': platform.node(), 'versions': versions(), **extra}
-
-
-def write_record(record, log_dir, name, key='LOG_DIR'):
-    """Write `record` as JSON into log_dir/name, atomically; returns the path."""
-    target = os.path.join(log_dir, name)
-    with writing(target, key):
-        os.makedirs(log_dir, exist_ok=True)
-        with atomic(target) as tmp, open(tmp, 'w') as f:
-            json.dump(record, f, indent=2, default=str)
-    return target
-
 
 # ---------------------------------------------------------------------------- files
-
-@contextlib.contextmanager
-def atomic(target, suffix=''):
-    """A temporary path beside `target` to write: renamed onto `target` when the block ends
-    without error, removed otherwise, so a kill never leaves half a file at `target`.
-    `suffix` keeps an extension that a writer reads the format from ('.png')."""
-    tmp = f'{target}.tmp{os.getpid()}{suffix}'
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-@contextlib.contextmanager
-def writing(target, key):
-    """A failed write of `target` (a full disk, a read-only folder) as one sentence naming it
-    and the setting or argument `key` that chose the folder."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and 'write' not in str(e) and 'pos' not in str(e):
-            raise  # not a failed write (torch.save says "file write failed", "unexpected pos")
-        code = e.errno if isinstance(e, OSError) else errno.ENOSPC  # torch: a short write
-        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-            fix = f'its folder is not writable; pass another {key}'
-        elif code in (errno.ENOSPC, errno.EDQUOT):
-            fix = f'the disk is full; make room or pass another {key}'
-        else:
-            fix = f'pass another {key}'
-        why = e.strerror if isinstance(e, OSError) and e.strerror else 'the write failed'
-        raise UserError(f'{target} could not be written ({why}); {fix}.') from None
-
-
-def folder(key):
-    """The folder that setting `key` names, made if needed and checked to be writable, or one
-    sentence on why it cannot be."""
-    target = path(getattr(settings, key))
-    probe = os.path.join(target, f'.write-test.{os.getpid()}')
-    try:
-        os.makedirs(target, exist_ok=True)
-        open(probe, 'w').close()
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f'{key} {target} cannot be made or written ({e.strerror}); pass a folder '
-                        f'you can write, like {key}=/tmp/emanet.') from None
-    return target
-
-
-def save_atomic(obj, target, key='MODEL_DIR'):
-    """torch.save through a temporary file and a rename: a kill or a full disk never leaves
-    half a file at `target`, and the file there before stays as it was."""
-    with writing(target, key):
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with atomic(target) as tmp:
-            torch.save(obj, tmp)
-            with open(tmp, 'rb') as f:
-                os.fsync(f.fileno())
-
-
-def load_checkpoint(target):
-    """A checkpoint as a dict (tensors on the CPU); a raw state dict becomes {'net': it}."""
-    if os.path.isdir(target):
-        raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
-                        f'{os.path.join(target, "final.pth")}.')
-    if not os.path.isfile(target):
-        raise UserError(f'checkpoint {target} does not exist; train first or give the path '
-                        f'of an existing .pth file.')
-    if os.path.getsize(target) == 0:
-        raise UserError(f'checkpoint {target} is empty (0 bytes: a copy or a save that did '
-                        f'not finish); delete it or give another file.')
-    try:
-        ckpt = torch.load(target, map_location='cpu', weights_only=True)
-    except Exception as e:  # a truncated, foreign or non-torch file
-        why = (str(e).strip().splitlines() or [''])[0]
-        raise UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
-                        f'{short(why, 160)}); it is not a complete torch checkpoint, so '
-                        f'delete it or give another file.') from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f'checkpoint {target} holds a {type(ckpt).__name__}, not a dict; '
-                        f'give a file written by train.py or by the original code.')
-    if 'net' not in ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
-        ckpt = {'net': ckpt}
-    if not isinstance(ckpt.get('net'), dict):
-        raise UserError(f'checkpoint {target} has no state dict under "net"; give a file '
-                        f'written by train.py or by the original code.')
-    return ckpt
-
-
-def first_non_finite(state):
-    """The first key of a state dict whose floating-point tensor holds nan or inf, or None."""
-    for key, t in state.items():
-        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-            return key
-    return None
-
-
-def check_finite(state, target):
-    """Refuse a checkpoint with non-finite weights: it would score or train silently wrong."""
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
-                        f'it cannot be used, so give an earlier checkpoint.')
-
-
-def unique_name(folder, stem, ext=''):
-    """stem+ext, or stem-2+ext, stem-3+ext, ...: the first name not yet in `folder`."""
-    name, n = stem + ext, 1
-    while os.path.exists(os.path.join(folder, name)):
-        n += 1
-        name = f'{stem}-{n}{ext}'
-    return name
 
 
 # ---------------------------------------------------------------------------- processes
@@ -436,3 +275,13 @@ def init_distributed():
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
+
+
+def writing(*args, **kwargs):  # TEMPORARY shim while compare.py moves to runs.py
+    import runs
+    return runs.writing(*args, **kwargs)
+
+
+def atomic(*args, **kwargs):  # TEMPORARY shim while compare.py moves to runs.py
+    import runs
+    return runs.atomic(*args, **kwargs)

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 import config
+import runs
 import settings
 import transforms
 
@@ -180,7 +181,7 @@ def write_label(label, path, colours=None):
     """An index PNG in `colours` (a palette(); VOC's by default), written atomically."""
     img = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
     img.putpalette(colours or palette())
-    with config.atomic(path, '.png') as tmp:
+    with runs.atomic(path, '.png') as tmp:
         img.save(tmp)
 
 
@@ -191,7 +192,7 @@ def write_text(path, lines):
         with open(path, encoding='utf-8', errors='replace') as f:
             if f.read() == text:
                 return
-    with config.atomic(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+    with runs.atomic(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         f.write(text)
 
 

@@ -28,6 +28,7 @@ import config
 import dataset
 import network
 import pictures
+import runs
 import settings
 import transforms
 
@@ -52,7 +53,7 @@ def main(argv=None):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     net, info = load_net(target, device, keep=given)
     data = dataset.ValDataset(settings.VAL_SPLIT)
-    log_dir = config.folder('LOG_DIR') if rank == 0 else None
+    log_dir = runs.folder('LOG_DIR') if rank == 0 else None
     name = f'eval_{checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode()}'
     stages = config.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')
@@ -80,9 +81,9 @@ def report(results, data, net, device, info, target, base):
                 f'true class')
             pictures.save_rgb(picture, f'{base}_T{t}_confusion.png')
             result['confused_most'] = pictures.confused_most(result['confusion'], data.classes)
-            record = config.run_record(checkpoint=os.path.abspath(target), step=info['step'],
+            record = runs.run_record(checkpoint=os.path.abspath(target), step=info['step'],
                                        split=settings.VAL_SPLIT, mode=mode(), stages=t)
-            out = config.write_record(finite({**result, 'record': record}), log_dir,
+            out = runs.write_record(finite({**result, 'record': record}), log_dir,
                                       f'{os.path.basename(base)}_T{t}.json')
             print(f'scores: {out}', flush=True)
             for key in HEADLINE:
@@ -125,7 +126,7 @@ def load_net(target, device, keep=()):
     say). The model settings and MEAN/STD come from the checkpoint's 'settings' (when it has
     them) unless named in `keep` (given on the command line), and so does DATA_ROOT when
     settings.py's is not a folder; the original's {'net', 'step'} form uses settings as they are."""
-    ckpt = config.load_checkpoint(target)
+    ckpt = runs.load_checkpoint(target)
     saved = ckpt.get('settings') or {}
     taken = {k: saved[k] for k in MODEL_KEYS + ('MEAN', 'STD')
              if k in saved and k not in keep and saved[k] != getattr(settings, k)}
@@ -170,7 +171,7 @@ def validate(net, data, device, pred_dirs=None, colours=None, progress=False):
         torch.utils.data.Subset(data, range(rank, len(data), world)), batch_size=None,
         num_workers=min(settings.NUM_WORKERS // world, 4), pin_memory=device.type == 'cuda')
     for folder in pred_dirs.values():
-        with config.writing(folder, 'LOG_DIR'):
+        with runs.writing(folder, 'LOG_DIR'):
             os.makedirs(folder, exist_ok=True)
     bar = tqdm(loader, desc='eval', unit='img', dynamic_ncols=True,
                disable=not progress or rank != 0)
@@ -354,7 +355,7 @@ def draw_attention(net, data, device, out_dir, colours=None, writer=None, step=0
     responsibility maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard
     images (at most 2048 pixels wide). Returns the PNG paths."""
     import cv2
-    with config.writing(out_dir, 'LOG_DIR'):
+    with runs.writing(out_dir, 'LOG_DIR'):
         os.makedirs(out_dir, exist_ok=True)
     paths, s = [], settings.STRIDE
     for i in range(min(settings.ATTN_IMAGES, len(data))):

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
+import runs
 import settings
 
 # ---------------------------------------------------------------------------- building blocks
@@ -254,7 +255,7 @@ def load_weights(net, state, target, fix, head_may_differ=False):
     for prefix in ('module.', '_orig_mod.'):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
-    config.check_finite(state, target)
+    runs.check_finite(state, target)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in state if k not in own]

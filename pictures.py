@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-import config
 import dataset
+import runs
 
 
 def save_png(pred, target, colours=None):
@@ -17,7 +17,7 @@ def save_png(pred, target, colours=None):
     exactly. Written atomically."""
     image = Image.fromarray(np.asarray(pred, np.uint8), mode='P')
     image.putpalette(colours or dataset.palette())
-    with config.atomic(target, '.png') as tmp:
+    with runs.atomic(target, '.png') as tmp:
         image.save(tmp)
 
 
@@ -110,5 +110,5 @@ def confused_most(conf, names, top=10):
 
 def save_rgb(picture, target):
     """An RGB uint8 picture in the format of target's extension (.png, .jpg), atomically."""
-    with config.atomic(target, os.path.splitext(target)[1]) as tmp:
+    with runs.atomic(target, os.path.splitext(target)[1]) as tmp:
         Image.fromarray(picture).save(tmp, quality=90)

@@ -32,6 +32,7 @@ import config
 import dataset
 import eval as evaluation
 import pictures
+import runs
 import settings
 
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
@@ -62,11 +63,11 @@ def main(argv=None):
     else:
         paths = images_of(args.inputs)
         names = output_names(paths)
-    out = args.out or os.path.join(config.folder('LOG_DIR'), config.unique_name(
+    out = args.out or os.path.join(runs.folder('LOG_DIR'), runs.unique_name(
         config.path(settings.LOG_DIR), f'predict_{evaluation.checkpoint_id(args.checkpoint)}_'
                                        f'{evaluation.mode()}'))
     pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
-    with config.writing(pred_dir, '--out'):
+    with runs.writing(pred_dir, '--out'):
         os.makedirs(pred_dir, exist_ok=True)
     failed = predict_all(net, paths, names, pred_dir, info, device, rank, world,
                          overlays=not args.voc_test)
@@ -165,7 +166,7 @@ def predict_all(net, paths, names, out, info, device, rank, world, overlays=True
         x = torch.from_numpy(image).permute(2, 0, 1).to(device)
         with evaluation.eval_mode(net):  # eval.validate's inference, one image at a time
             pred = evaluation.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
-        with config.writing(os.path.join(out, name), '--out'):
+        with runs.writing(os.path.join(out, name), '--out'):
             pictures.save_png(pred, os.path.join(out, f'{name}.png'), info['palette'])
             if overlays:
                 picture = pictures.overlay(image, pred, info['classes'], info['palette'])
@@ -188,7 +189,7 @@ def pack(out, ids):
         raise config.UserError(f'{len(missing)} of the {len(ids)} test ids have no PNG in '
                                f'{folder} (first: {missing[0]}); run the command again.')
     target = os.path.join(out, 'results.tar.gz')
-    with config.writing(target, '--out'), config.atomic(target) as tmp:
+    with runs.writing(target, '--out'), runs.atomic(target) as tmp:
         with tarfile.open(tmp, 'w:gz') as tar:
             tar.add(os.path.join(out, 'results'), arcname='results')
     return target

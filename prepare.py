@@ -16,19 +16,17 @@ the download's own files, labels as 8-bit index PNGs (255 = ignored), lists, cla
 """
 import functools
 import glob
-import multiprocessing
 import os
-import re
-import shlex
 
 import numpy as np
 
 import config
 import dataset
+import layout
+import runs
 
 FULL_TRAINAUG = 10582  # ids in trainaug from the full VOC 2012 + SBD
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-LEFTOVER = re.compile(r'\.tmp\d+(\.png)?$')  # what config.atomic leaves when a run is killed
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
@@ -66,21 +64,21 @@ def prepare(voc, sbd, workers=None):
                                    f'label or no image in {voc} or {sbd}; the download is '
                                    f'incomplete.')
     out = os.path.join(voc, 'SegmentationClassAug')
-    with config.writing(out, '--voc'):
+    with runs.writing(out, '--voc'):
         os.makedirs(out, exist_ok=True)
-        _remove_leftovers(out)
+        layout.remove_leftovers(out)
         jobs = [(os.path.join(voc, 'SegmentationClass', f'{i}.png'), i) for i in sorted(voc_ids)]
         jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), i) for i in sorted(sbd_ids)]
         todo = [(src, os.path.join(out, f'{i}.png')) for src, i in jobs
                 if not os.path.exists(os.path.join(out, f'{i}.png'))]
         print(f'{len(jobs)} labels ({len(voc_ids)} VOC, {len(sbd_ids)} SBD), '
               f'{len(jobs) - len(todo)} already written')
-        _pool(_convert_voc, todo, workers, 'labels')
+        layout.pool(_convert_voc, todo, workers, 'labels')
         dataset.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
-    _report('VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
-            {'trainaug': FULL_TRAINAUG, 'val': 1449},
-            dict(N_CLASSES=21, TRAIN_SPLIT='trainaug', VAL_SPLIT='val', CROP_SIZE=513,
-                 ITER_MAX=30000, BATCH_SIZE=16, LR=9e-3), "the original's recipe")
+    layout.report('VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
+                  {'trainaug': FULL_TRAINAUG, 'val': 1449},
+                  dict(N_CLASSES=21, TRAIN_SPLIT='trainaug', VAL_SPLIT='val', CROP_SIZE=513,
+                       ITER_MAX=30000, BATCH_SIZE=16, LR=9e-3), "the original's recipe")
     return trainaug
 
 
@@ -113,192 +111,6 @@ def _convert_voc(job):
     dataset.write_label(label, dst)
 
 
-# ---------------------------------------------------------------------------- shared helpers
-
-def write_prepared(out, splits, convert, classes, colours=None, workers=None, fix=''):
-    """The one way every non-VOC dataset is written: check every (id, image, label source or
-    None) of every split, then link the images, convert the labels (convert(source) -> uint8
-    class map, in a pool), write the lists, classes.txt and palette.txt (colours: "R G B"
-    rows). Nothing is written before all is checked; what is done already is skipped."""
-    seen = {}
-    for split, items in splits.items():
-        if not items:
-            raise config.UserError(f'the {split} split holds no images; {fix}.')
-        listed = set()
-        for i, image, src in items:
-            if not re.fullmatch(r'[^/\s]+', i) or i in listed or seen.setdefault(i, image) != image:
-                raise config.UserError(f'id {i!r} of {split} is not a unique file name '
-                                       f'({image}); give the download as it was unpacked.')
-            listed.add(i)
-        missing = [p for _, image, src in items for p in (image, src)
-                   if p is not None and not os.path.isfile(p)]
-        if missing:
-            raise config.UserError(f'{len(missing)} files listed for {split} do not exist '
-                                   f'(first: {missing[0]}); {fix}.')
-    out = os.path.abspath(out)
-    links = {i: os.path.join(out, 'JPEGImages', i + os.path.splitext(image)[1])
-             for i, image in seen.items()}
-    foreign = [p for p in links.values() if os.path.lexists(p) and not os.path.islink(p)]
-    if os.path.exists(out) and not os.path.isdir(out) or foreign:
-        raise config.UserError(f'{foreign[0] if foreign else out} is a file, not a link made by '
-                               f'prepare; give --out a new folder.')
-    names = dataset.read_classes(out) if os.path.isdir(out) else None
-    if names is not None and names != list(classes):
-        raise config.UserError(f'{out} holds a prepared dataset of other classes (see its '
-                               f'classes.txt); give another --out or delete that folder.')
-    lists, labels = (os.path.join(out, d) for d in ('ImageSets/Segmentation',
-                                                     'SegmentationClassAug'))
-    with config.writing(out, '--out'):
-        for folder in (out, os.path.join(out, 'JPEGImages'), labels, lists):
-            os.makedirs(folder, exist_ok=True)
-            _remove_leftovers(folder)
-        _link_all([(seen[i], link) for i, link in links.items()])
-        todo = {(src, os.path.join(labels, f'{i}.png')) for items in splits.values()
-                for i, _, src in items if src is not None}
-        todo = sorted(job for job in todo if not os.path.exists(job[1]))
-        table = dataset.voc_colours()
-        if colours:
-            table[:len(colours)] = colours
-        _pool(_write_label, todo, workers, 'labels', (convert, table.ravel().tolist()))
-        for split, items in splits.items():
-            dataset.write_text(os.path.join(lists, f'{split}.txt'), [i for i, _, _ in items])
-        dataset.write_text(os.path.join(out, 'classes.txt'), classes)
-        if colours:
-            dataset.write_text(os.path.join(out, 'palette.txt'),
-                               [' '.join(map(str, c)) for c in colours])
-    return out
-
-
-def _link_all(pairs):
-    """Make each link (absolute, to its image) that is missing or points elsewhere."""
-    from tqdm import tqdm
-    todo = [(os.path.abspath(image), link) for image, link in pairs
-            if not os.path.islink(link) or os.readlink(link) != os.path.abspath(image)]
-    for target, link in tqdm(todo, desc='links', unit='file', disable=not todo):
-        tmp = f'{link}.tmp{os.getpid()}'  # a LEFTOVER if killed here
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
-
-
-def _remove_leftovers(folder):
-    """Remove the half-written files (*.tmp<pid>[.png]) that a killed run left in `folder`."""
-    for f in os.listdir(folder):
-        if LEFTOVER.search(f):
-            os.remove(os.path.join(folder, f))
-
-
-_WORKER = {}
-
-
-def _init_worker(state):
-    """Pool initializer: the converter and colours of the labels this pool writes."""
-    _WORKER['state'] = state
-
-
-def _write_label(job):
-    """One label: convert the download's source, write it as an index PNG."""
-    (convert, colours), (src, dst) = _WORKER['state'], job
-    dataset.write_label(convert(src), dst, colours)
-
-
-def _pool(fn, jobs, workers, desc, state=None):
-    """fn over jobs in `workers` processes (default: every core) with a progress bar."""
-    if not jobs:
-        return
-    from tqdm import tqdm
-    n = min(workers or os.cpu_count() or 1, len(jobs))
-    with multiprocessing.Pool(n, _init_worker, (state,)) as pool:
-        for _ in tqdm(pool.imap_unordered(fn, jobs, chunksize=8), total=len(jobs), desc=desc,
-                      unit='file'):
-            pass
-
-
-def _lut(size, pairs, default=255):
-    """A lookup table over source values 0..size-1: pairs (value, class), the rest `default`
-    (-1: a value the source must not hold)."""
-    table = np.full(size, default, np.int16)
-    for value, cls in pairs:
-        table[value] = cls
-    return table
-
-
-def _mapped(label, lut, src, what):
-    """label (integer array) through lut; a value the lut does not allow is one sentence."""
-    label = np.asarray(label)
-    if label.ndim != 2 or label.dtype.kind not in 'iu':
-        raise config.UserError(f'{src} does not hold a 2-D map of integers; it is not {what}, '
-                               f'so download the dataset again.')
-    bad = np.unique(label[(label < 0) | (label >= len(lut))])
-    bad = bad if bad.size else np.unique(label[lut[label] < 0])
-    if bad.size:
-        raise config.UserError(f'{src} holds values {bad[:8].tolist()} that are not {what}; '
-                               f'download the dataset again.')
-    return lut[label].astype(np.uint8)
-
-
-def convert_png(src, lut, what):
-    """An index PNG of the download (grayscale or palette) through lut."""
-    from PIL import Image
-    try:
-        with Image.open(src, formats=['PNG']) as img:
-            mode, label = img.mode, np.asarray(img)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise config.UserError(f'{src} cannot be read as a PNG ({type(e).__name__}); download '
-                               f'the dataset again.') from None
-    if mode not in ('L', 'P', 'I', 'I;16'):
-        label = np.zeros((0,))  # an RGB colour image: not a map of ids
-    return _mapped(label, lut, src, what)
-
-
-def convert_mat(src, lut, what, field):
-    """The label map `field` of a MATLAB .mat file of the download through lut."""
-    import scipy.io
-    try:
-        label = scipy.io.loadmat(src, variable_names=[field])[field]
-    except Exception as e:  # a truncated or foreign file, or no such field
-        raise config.UserError(f'{src} has no readable field {field!r} ({type(e).__name__}); '
-                               f'it is not {what}, so download the dataset again.') from None
-    return _mapped(label, lut, src, what)
-
-
-def _need(path, what, fix):
-    """path, or one sentence naming it when it does not exist."""
-    if not os.path.exists(path):
-        raise config.UserError(f'{path} ({what}) does not exist; {fix}.')
-    return path
-
-
-def _read_ids(path):
-    """The ids of a list file of the download (first word of each non-empty line)."""
-    return [line.split()[0] for line in dataset.read_text(path, 'list') if line.strip()]
-
-
-def _report(name, root, splits, unlabelled, official, settings, recipe):
-    """Print split sizes (with a note where one differs from the official count), where the
-    recipe comes from and the settings line; returns the settings."""
-    sizes = ', '.join(f'{s} {len(ids)}' + (' (images only)' if s in unlabelled else '')
-                      for s, ids in splits.items())
-    print(f'{name}: {sizes} in {root}')
-    for split, n in official.items():
-        if split in splits and len(splits[split]) != n:
-            print(f'note: {split} ({len(splits[split])} ids) differs from the {n} ids '
-                  f'of the full {name}; if this was meant to be the full data, part of it is '
-                  f'missing.')
-    print(f'recipe: {recipe}')
-    settings = dict(DATA_ROOT=root, **settings)
-    text = {k: ','.join(map(str, v)) if isinstance(v, tuple) else str(v)
-            for k, v in settings.items()}
-    print('settings: ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in text.items()))
-    return settings
-
-
-def _finish(name, out, splits, official, settings, recipe):
-    """_report for a dataset written by write_prepared (splits of (id, image, source))."""
-    ids = {s: [i for i, _, _ in items] for s, items in splits.items()}
-    unlabelled = {s for s, items in splits.items() if all(src is None for *_, src in items)}
-    return _report(name, out, ids, unlabelled, official, settings, recipe)
-
-
 # ---------------------------------------------------------------------------- Cityscapes
 
 # labelId, name and colour of the 19 training classes (trainId = row), from cityscapesScripts'
@@ -311,8 +123,8 @@ CITYSCAPES = (
     (23, 'sky', (70, 130, 180)), (24, 'person', (220, 20, 60)), (25, 'rider', (255, 0, 0)),
     (26, 'car', (0, 0, 142)), (27, 'truck', (0, 0, 70)), (28, 'bus', (0, 60, 100)),
     (31, 'train', (0, 80, 100)), (32, 'motorcycle', (0, 0, 230)), (33, 'bicycle', (119, 11, 32)))
-CITYSCAPES_LUT = _lut(256, [(i, c) for c, (i, _, _) in enumerate(CITYSCAPES)] + [(255, 255)],
-                      default=-1)
+CITYSCAPES_LUT = layout.lut(256, [(i, c) for c, (i, _, _) in enumerate(CITYSCAPES)] + [(255, 255)],
+                            default=-1)
 CITYSCAPES_LUT[:34][CITYSCAPES_LUT[:34] < 0] = 255  # the other official ids: ignored
 
 
@@ -327,23 +139,25 @@ def prepare_cityscapes(root, out=None, workers=None):
         folder = os.path.join(root, 'leftImg8bit', split)
         if split == 'test' and not os.path.isdir(folder):
             continue
-        _need(folder, f'Cityscapes {split} images', fix)
+        layout.need(folder, f'Cityscapes {split} images', fix)
         if split != 'test':
-            _need(os.path.join(root, 'gtFine', split), f'Cityscapes {split} labels', fix)
+            layout.need(os.path.join(root, 'gtFine', split), f'Cityscapes {split} labels', fix)
         images = sorted(glob.glob(os.path.join(glob.escape(folder), '*', '*_leftImg8bit.png')))
         ids = [os.path.basename(p)[:-len('_leftImg8bit.png')] for p in images]
         splits[split] = [(i, p, None if split == 'test' else os.path.join(
             root, 'gtFine', split, os.path.basename(os.path.dirname(p)),
             f'{i}_gtFine_labelIds.png')) for i, p in zip(ids, images)]
-    convert = functools.partial(convert_png, lut=CITYSCAPES_LUT, what='Cityscapes labelIds')
-    out = write_prepared(out or os.path.join(root, 'emanet_cityscapes'), splits, convert,
-                         [n for _, n, _ in CITYSCAPES], [c for *_, c in CITYSCAPES], workers, fix)
-    return _finish('Cityscapes', out, splits, {'train': 2975, 'val': 500, 'test': 1525},
-                   dict(N_CLASSES=19, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=(512, 1024),
-                        SCALES=SCALES, ITER_MAX=80000, BATCH_SIZE=8, LR=0.01),
-                   "mmsegmentation's EMANet config (512x1024 crops, scales 0.5-2, 80k "
-                   "iterations, batch 8, LR 0.01); add LOSS=ohem for the authors' OHEM "
-                   "setting (81.14 val, single scale)")
+    convert = functools.partial(layout.convert_png, lut=CITYSCAPES_LUT, what='Cityscapes labelIds')
+    out = layout.write_prepared(out or os.path.join(root, 'emanet_cityscapes'), splits, convert,
+                                [n for _, n, _ in CITYSCAPES], [c for *_, c in CITYSCAPES],
+                                workers, fix)
+    return layout.finish('Cityscapes', out, splits, {'train': 2975, 'val': 500, 'test': 1525},
+                         dict(N_CLASSES=19, TRAIN_SPLIT='train', VAL_SPLIT='val',
+                              CROP_SIZE=(512, 1024), SCALES=SCALES, ITER_MAX=80000, BATCH_SIZE=8,
+                              LR=0.01),
+                         "mmsegmentation's EMANet config (512x1024 crops, scales 0.5-2, 80k "
+                         "iterations, batch 8, LR 0.01); add LOSS=ohem for the authors' OHEM "
+                         "setting (81.14 val, single scale)")
 
 
 # ---------------------------------------------------------------------------- PASCAL Context
@@ -361,12 +175,12 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
     (LabelMap over labels.txt's 459 classes) -> 60 classes (0 = background and every class
     outside the 59) or 59 classes (background and the others ignored)."""
     voc2010, annotations = os.path.abspath(voc2010), os.path.abspath(annotations)
-    fix = (f'unpack VOCtrainval_03-May-2010.tar (VOCdevkit/VOC2010) and PASCAL Context\'s '
-           f'trainval.tar.gz (trainval/ and labels.txt) and give those two folders')
+    fix = ('unpack VOCtrainval_03-May-2010.tar (VOCdevkit/VOC2010) and PASCAL Context\'s '
+           'trainval.tar.gz (trainval/ and labels.txt) and give those two folders')
     if classes not in (59, 60):
         raise config.UserError(f'--classes {classes} is not a PASCAL Context variant; give '
                                f'--classes 60 (background included) or --classes 59.')
-    labels = _need(os.path.join(annotations, 'labels.txt'), 'PASCAL Context class names', fix)
+    labels = layout.need(os.path.join(annotations, 'labels.txt'), 'PASCAL Context class names', fix)
     names = {}
     for line in dataset.read_text(labels, 'class list'):
         key, _, name = line.partition(':')
@@ -382,23 +196,23 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
                                f'the ids of the usual 59; take both from the PASCAL Context site.')
     splits = {}
     for split in ('train', 'val'):
-        ids = _read_ids(_need(os.path.join(voc2010, 'ImageSets', 'Main', f'{split}.txt'),
-                              f'VOC 2010 {split} list', fix))
+        listed = os.path.join(voc2010, 'ImageSets', 'Main', f'{split}.txt')
+        ids = layout.read_ids(layout.need(listed, f'VOC 2010 {split} list', fix))
         splits[split] = [(i, os.path.join(voc2010, 'JPEGImages', f'{i}.jpg'),
                           os.path.join(annotations, 'trainval', f'{i}.mat')) for i in ids]
     first = 1 if classes == 60 else 0
-    lut = _lut(460, [(v, first + k) for k, v in enumerate(CONTEXT_IDS)],
-               default=0 if classes == 60 else 255)
-    convert = functools.partial(convert_mat, lut=lut, what='PASCAL Context labels (0-459)',
+    lut = layout.lut(460, [(v, first + k) for k, v in enumerate(CONTEXT_IDS)],
+                     default=0 if classes == 60 else 255)
+    convert = functools.partial(layout.convert_mat, lut=lut, what='PASCAL Context labels (0-459)',
                                 field='LabelMap')
-    out = write_prepared(out or os.path.join(voc2010, f'emanet_context{classes}'), splits,
-                         convert, ['background'][:first] + [names[v] for v in CONTEXT_IDS],
-                         None, workers, fix)
-    return _finish(f'PASCAL Context {classes}', out, splits, {'train': 4998, 'val': 5105},
-                   dict(N_CLASSES=classes, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=480,
-                        ITER_MAX=40000, BATCH_SIZE=16, LR=0.004),
-                   "mmsegmentation's PASCAL Context recipe (480 crops, 40k iterations, batch 16,"
-                   " LR 0.004); the paper's own is unpublished")
+    out = layout.write_prepared(out or os.path.join(voc2010, f'emanet_context{classes}'), splits,
+                                convert, ['background'][:first] + [names[v] for v in CONTEXT_IDS],
+                                None, workers, fix)
+    return layout.finish(f'PASCAL Context {classes}', out, splits, {'train': 4998, 'val': 5105},
+                         dict(N_CLASSES=classes, TRAIN_SPLIT='train', VAL_SPLIT='val',
+                              CROP_SIZE=480, ITER_MAX=40000, BATCH_SIZE=16, LR=0.004),
+                         "mmsegmentation's PASCAL Context recipe (480 crops, 40k iterations, "
+                         "batch 16, LR 0.004); the paper's own is unpublished")
 
 
 # ---------------------------------------------------------------------------- COCO-Stuff
@@ -427,7 +241,7 @@ COCO_NAMES = (
 COCO_UNUSED = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
 COCO_USED = [k for k in range(1, 183) if k not in COCO_UNUSED]
 COCO_CLASSES = [COCO_NAMES[k - 1] for k in COCO_USED]
-COCO_LUT = _lut(183, [(k, c) for c, k in enumerate(COCO_USED)])  # 1-based ids (10k's .mat)
+COCO_LUT = layout.lut(183, [(k, c) for c, k in enumerate(COCO_USED)])  # 1-based ids (10k's .mat)
 COCO_RECIPE = dict(N_CLASSES=171, TRAIN_SPLIT='train')
 
 
@@ -436,20 +250,20 @@ def prepare_cocostuff10k(root, out=None, workers=None):
     1-182) and imageLists/{train,test}.txt -> 171 classes."""
     root = os.path.abspath(root)
     fix = f'unpack cocostuff-10k-v1.1.zip (from the COCO-Stuff page) and give its folder {root}'
+    lists = {split: layout.need(os.path.join(root, 'imageLists', f'{split}.txt'),
+                                f'COCO-Stuff 10k {split} list', fix) for split in ('train', 'test')}
     splits = {split: [(i, os.path.join(root, 'images', f'{i}.jpg'),
                        os.path.join(root, 'annotations', f'{i}.mat'))
-                      for i in _read_ids(_need(os.path.join(root, 'imageLists', f'{split}.txt'),
-                                               f'COCO-Stuff 10k {split} list', fix))]
-              for split in ('train', 'test')}
-    convert = functools.partial(convert_mat, lut=COCO_LUT, what='COCO-Stuff ids (0-182)',
+                      for i in layout.read_ids(listed)] for split, listed in lists.items()}
+    convert = functools.partial(layout.convert_mat, lut=COCO_LUT, what='COCO-Stuff ids (0-182)',
                                 field='S')
-    out = write_prepared(out or os.path.join(root, 'emanet_cocostuff10k'), splits, convert,
-                         COCO_CLASSES, None, workers, fix)
-    return _finish('COCO-Stuff 10k', out, splits, {'train': 9000, 'test': 1000},
-                   dict(COCO_RECIPE, VAL_SPLIT='test', CROP_SIZE=513, ITER_MAX=30000,
-                        BATCH_SIZE=16, LR=0.009),
-                   "the author's (EMANet issue #19: 513 crops, 30k iterations, LR 9e-3, "
-                   "batch 16 as for VOC)")
+    out = layout.write_prepared(out or os.path.join(root, 'emanet_cocostuff10k'), splits, convert,
+                                COCO_CLASSES, None, workers, fix)
+    return layout.finish('COCO-Stuff 10k', out, splits, {'train': 9000, 'test': 1000},
+                         dict(COCO_RECIPE, VAL_SPLIT='test', CROP_SIZE=513, ITER_MAX=30000,
+                              BATCH_SIZE=16, LR=0.009),
+                         "the author's (EMANet issue #19: 513 crops, 30k iterations, LR 9e-3, "
+                         "batch 16 as for VOC)")
 
 
 def prepare_cocostuff164k(images, maps, out=None, workers=None):
@@ -460,21 +274,21 @@ def prepare_cocostuff164k(images, maps, out=None, workers=None):
            'val2017.zip) and the unpacked stuffthingmaps_trainval2017.zip')
     splits = {}
     for split in ('train', 'val'):
-        folder = _need(os.path.join(images, f'{split}2017'), f'COCO {split}2017 images', fix)
-        _need(os.path.join(maps, f'{split}2017'), f'COCO-Stuff {split}2017 label maps', fix)
+        folder = layout.need(os.path.join(images, f'{split}2017'), f'COCO {split}2017 images', fix)
+        layout.need(os.path.join(maps, f'{split}2017'), f'COCO-Stuff {split}2017 label maps', fix)
         ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.jpg'))
         splits[split] = [(i, os.path.join(folder, f'{i}.jpg'),
                           os.path.join(maps, f'{split}2017', f'{i}.png')) for i in ids]
-    lut = _lut(256, [(k - 1, c) for k, c in enumerate(COCO_LUT) if k >= 1], default=-1)
+    lut = layout.lut(256, [(k - 1, c) for k, c in enumerate(COCO_LUT) if k >= 1], default=-1)
     lut[255] = 255
-    convert = functools.partial(convert_png, lut=lut, what='COCO-Stuff ids (0-181, 255)')
-    out = write_prepared(out or os.path.join(images, 'emanet_cocostuff164k'), splits, convert,
-                         COCO_CLASSES, None, workers, fix)
-    return _finish('COCO-Stuff 164k', out, splits, {'train': 118287, 'val': 5000},
-                   dict(COCO_RECIPE, VAL_SPLIT='val', CROP_SIZE=512, ITER_MAX=80000,
-                        BATCH_SIZE=16, LR=0.01),
-                   "mmsegmentation's COCO-Stuff 164k schedule (512 crops, 80k iterations, "
-                   "batch 16, LR 0.01); no EMANet recipe is published for it")
+    convert = functools.partial(layout.convert_png, lut=lut, what='COCO-Stuff ids (0-181, 255)')
+    out = layout.write_prepared(out or os.path.join(images, 'emanet_cocostuff164k'), splits,
+                                convert, COCO_CLASSES, None, workers, fix)
+    return layout.finish('COCO-Stuff 164k', out, splits, {'train': 118287, 'val': 5000},
+                         dict(COCO_RECIPE, VAL_SPLIT='val', CROP_SIZE=512, ITER_MAX=80000,
+                              BATCH_SIZE=16, LR=0.01),
+                         "mmsegmentation's COCO-Stuff 164k schedule (512 crops, 80k iterations, "
+                         "batch 16, LR 0.01); no EMANet recipe is published for it")
 
 
 # ---------------------------------------------------------------------------- ADE20K
@@ -484,7 +298,7 @@ def prepare_ade20k(root, out=None, workers=None):
     other, 1-150) and objectInfo150.txt -> 150 classes 0..149, other ignored."""
     root = os.path.abspath(root)
     fix = f'unpack ADEChallengeData2016.zip (from the MIT Scene Parsing site) and give {root}'
-    info = _need(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names', fix)
+    info = layout.need(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names', fix)
     rows = [line.split('\t') for line in dataset.read_text(info, 'class list')[1:]]
     classes = [r[-1].split(',')[0].strip() for r in rows if r[0].strip().isdigit()]
     if len(classes) != 150:
@@ -492,20 +306,20 @@ def prepare_ade20k(root, out=None, workers=None):
                                f'Name" rows); take it from ADEChallengeData2016.zip again.')
     splits = {}
     for split, name in (('train', 'training'), ('val', 'validation')):
-        folder = _need(os.path.join(root, 'images', name), f'ADE20K {name} images', fix)
-        _need(os.path.join(root, 'annotations', name), f'ADE20K {name} labels', fix)
+        folder = layout.need(os.path.join(root, 'images', name), f'ADE20K {name} images', fix)
+        layout.need(os.path.join(root, 'annotations', name), f'ADE20K {name} labels', fix)
         ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.jpg'))
         splits[split] = [(i, os.path.join(folder, f'{i}.jpg'),
                           os.path.join(root, 'annotations', name, f'{i}.png')) for i in ids]
-    lut = _lut(151, [(k, k - 1) for k in range(1, 151)])
-    convert = functools.partial(convert_png, lut=lut, what='ADE20K labels (0-150)')
-    out = write_prepared(out or os.path.join(root, 'emanet_ade20k'), splits, convert, classes,
-                         None, workers, fix)
-    return _finish('ADE20K', out, splits, {'train': 20210, 'val': 2000},
-                   dict(N_CLASSES=150, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=512,
-                        ITER_MAX=160000, BATCH_SIZE=16, LR=0.01),
-                   "sssegmentation's and mmsegmentation's ADE20K schedule (512 crops, 160k "
-                   "iterations = 130 epochs, batch 16, LR 0.01)")
+    lut = layout.lut(151, [(k, k - 1) for k in range(1, 151)])
+    convert = functools.partial(layout.convert_png, lut=lut, what='ADE20K labels (0-150)')
+    out = layout.write_prepared(out or os.path.join(root, 'emanet_ade20k'), splits, convert,
+                                classes, None, workers, fix)
+    return layout.finish('ADE20K', out, splits, {'train': 20210, 'val': 2000},
+                         dict(N_CLASSES=150, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=512,
+                              ITER_MAX=160000, BATCH_SIZE=16, LR=0.01),
+                         "sssegmentation's and mmsegmentation's ADE20K schedule (512 crops, 160k "
+                         "iterations = 130 epochs, batch 16, LR 0.01)")
 
 
 # ---------------------------------------------------------------------------- command line

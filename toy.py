@@ -12,6 +12,7 @@ import numpy as np
 
 import config
 import dataset
+import runs
 
 TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
 TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt'}
@@ -33,7 +34,7 @@ def make_toy(root, seed=0, n_train=320, n_val=80, size=TOY_SIZE):
                                f'empty folder for the toy data.')
     lists = os.path.join(root, 'ImageSets', 'Segmentation')
     ids = [f'toy_{i:05d}' for i in range(n_train + n_val)]
-    with config.writing(root, '<dir>'):
+    with runs.writing(root, '<dir>'):
         for sub in ('JPEGImages', 'SegmentationClassAug', lists):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
         for i, name in enumerate(ids):

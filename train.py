@@ -8,10 +8,7 @@ resumes it. INIT_FROM=<checkpoint> starts a new run from another run's weights a
 tuning) with a fresh optimizer and schedule. With VAL_EVERY, best.pth keeps the best val mIoU.
 """
 import datetime
-import fcntl
-import functools
 import hashlib
-import json
 import math
 import os
 import re
@@ -23,12 +20,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 import config
 import dataset
 import eval as evaluation
 import network
+import recipe
+import runs
 import settings
 
 # Settings that define the model and the recipe: a run resumes from latest.pth only when they
@@ -39,90 +37,6 @@ RECIPE_KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLI
                'N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'BN_MOM', 'EMA_CHANNELS', 'N_BASES',
                'EM_MOM', 'STAGE_NUM', 'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM',
                'POLY_POWER', 'WEIGHT_DECAY', 'LOSS', 'OHEM_THRESH', 'OHEM_MIN_KEPT', 'SEED', 'AMP')
-
-
-# ---------------------------------------------------------------------------- recipe
-
-def param_groups(net):
-    """The original's three groups: conv weights (decay), BN weights (no decay), biases (2x LR)."""
-    conv, bn, bias = [], [], []
-    for name, module in net.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if pname == 'bias':
-                bias.append(p)
-            elif isinstance(module, nn.modules.conv._ConvNd):
-                conv.append(p)
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                bn.append(p)
-            else:
-                raise TypeError(f'parameter {name}.{pname} fits none of the three groups')
-    return [dict(params=conv, name='conv_weight', lr_mult=1, weight_decay=settings.WEIGHT_DECAY),
-            dict(params=bn, name='bn_weight', lr_mult=1, weight_decay=0.0),
-            dict(params=bias, name='bias', lr_mult=2, weight_decay=0.0)]
-
-
-def poly_lr(it):
-    """LR * (1 - it / ITER_MAX) ^ POLY_POWER, updated every LR_DECAY iterations."""
-    it -= it % settings.LR_DECAY
-    return settings.LR * (1 - it / settings.ITER_MAX) ** settings.POLY_POWER
-
-
-def set_lr(optimizer, it):
-    for group in optimizer.param_groups:
-        group['lr'] = poly_lr(it) * group['lr_mult']
-
-
-def loss_fn(logits, label):
-    """The original's per-pixel cross-entropy: ignored pixels count as 0 in the mean over H*W,
-    then over the batch. With LOSS='ohem', the mean over the hard pixels only (`hard_pixels`)."""
-    label = label.long()
-    loss = F.cross_entropy(logits.float(), label, ignore_index=settings.IGNORE_LABEL,
-                           reduction='none')                                       # (B, H, W)
-    if settings.LOSS == 'ohem':
-        keep = hard_pixels(logits, label)
-        return (loss * keep).sum() / keep.sum().clamp(min=1)
-    return loss.flatten(1).mean(1).mean()
-
-
-def hard_pixels(logits, label):
-    """Online hard example mining: the labelled pixels whose probability of their true class is
-    at most OHEM_THRESH, or, when fewer, the OHEM_MIN_KEPT per image of the lowest probability
-    (the threshold rises to the last one's); every labelled pixel when there are fewer still."""
-    with torch.no_grad():
-        valid = label != settings.IGNORE_LABEL
-        prob = F.softmax(logits.float(), dim=1).gather(1, (label * valid)[:, None])[:, 0]
-        prob = prob.masked_fill(~valid, 2.0)                  # never among the lowest
-        k = min(settings.OHEM_MIN_KEPT * label.shape[0], prob.numel())
-        thresh = torch.tensor(settings.OHEM_THRESH, device=prob.device)
-        if k > 0:                                             # no host sync: all on the device
-            thresh = prob.flatten().kthvalue(k).values.clamp(min=settings.OHEM_THRESH)
-        return valid & (prob <= thresh)
-
-
-# ---------------------------------------------------------------------------- sampling
-
-def seed_of(*parts):
-    """A 63-bit seed that depends on every part (no collisions between (1, 23) and (12, 3))."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], 'little') >> 1
-
-
-@functools.lru_cache(maxsize=2)
-def permutation(seed, epoch, n):
-    generator = torch.Generator().manual_seed(seed_of('epoch', seed, epoch))
-    return torch.randperm(n, generator=generator).tolist()
-
-
-def sample(g, n):
-    """Global sample g of the stream: epoch e = g // n, index e * n + perm_e[g % n]."""
-    return g // n * n + permutation(settings.SEED, g // n, n)[g % n]
-
-
-def step_indices(step, n, rank, world):
-    """The dataset indices of `step` on `rank`: stream slice [s*B + r*b, s*B + (r+1)*b)."""
-    b = settings.BATCH_SIZE // world
-    first = step * settings.BATCH_SIZE + rank * b
-    return [sample(g, n) for g in range(first, first + b)]
 
 
 # ---------------------------------------------------------------------------- checks
@@ -154,7 +68,7 @@ def check_recipe(ckpt, target):
         raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
                                f'training cannot resume from it; move it away or run '
                                f'`{clean_command()}` to start afresh.')
-    config.check_finite(ckpt['net'], target)
+    runs.check_finite(ckpt['net'], target)
     saved, now = ckpt['settings'], config.resolved()
     same = {'CROP_SIZE': config.crop_size}
     differ = [k for k in RECIPE_KEYS if k in saved and
@@ -185,7 +99,7 @@ def check_compiled(eager, compiled, model, x, label):
     for net in (eager, compiled):
         torch.manual_seed(0)  # the same dropout (inductor's fallback_random draws as eager)
         with evaluation.autocast(x.device):
-            loss = loss_fn(net(x), label)
+            loss = recipe.loss_fn(net(x), label)
         loss.backward()
         grads.append([torch.zeros_like(p) if p.grad is None else p.grad.float() for _, p in params])
         model.zero_grad(set_to_none=True)
@@ -205,98 +119,35 @@ def check_compiled(eager, compiled, model, x, label):
 
 # ---------------------------------------------------------------------------- output
 
-class Log:
-    """Lines on stdout and in LOG_DIR/train.log, one JSON per log line and validation in
-    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images; rank 0 only.
-    Losses stay on the device until a log line or a checkpoint asks for them (`losses`)."""
-
-    def __init__(self, rank, start, session):
-        self.on, self.dir, self.session = rank == 0, config.path(settings.LOG_DIR), session
-        self.pending, self.t0 = [], time.time()
-        if self.on:  # a resumed run hides what the killed one logged after its latest.pth
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
-                                    filename_suffix=f'.{os.getpid()}')
-
-    def __call__(self, line):
-        if self.on:
-            print(line, flush=True)
-            self._append('train.log', line)
-
-    def metrics(self, **values):
-        if self.on:
-            values.update(session=self.session, elapsed=round(time.time() - self.t0, 3))
-            self._append('metrics.jsonl', json.dumps(values))
-
-    def _append(self, name, line):
-        target = os.path.join(self.dir, name)
-        with config.writing(target, 'LOG_DIR'), open(target, 'a') as f:
-            f.write(line + '\n')
-
-    def losses(self, target):
-        """The losses since the last call (one host-device sync), written to TensorBoard; stops
-        the run at the first non-finite one. Returns their mean (None when there are none)."""
-        if not self.pending:
-            return None
-        steps, values = zip(*self.pending)
-        values, self.pending = torch.stack(values).cpu().tolist(), []
-        for step, value in zip(steps, values):
-            if not math.isfinite(value):
-                raise diverged(f'the loss became {value} at step {step}', target)
-            self.scalars(step, {'train/loss': value})
-        return sum(values) / len(values)
-
-    def flush(self):
-        if self.on:
-            self.tb.flush()
-
-    def close(self):
-        if self.on:
-            self.tb.close()
-
-    def scalars(self, step, values):
-        for tag, value in values.items() if self.on else ():
-            self.tb.add_scalar(tag, value, step)
-
-    def panel(self, step, image, label, logits, colours):
-        """Input, ground truth and prediction of the batch's first image, side by side."""
-        if self.on:
-            pred = logits[0].argmax(0).cpu().numpy()
-            row = [image[0].permute(1, 2, 0).numpy(), dataset.colorize(label[0].numpy(), colours),
-                   dataset.colorize(pred, colours)]
-            self.tb.add_image('train/input_truth_prediction', np.concatenate(row, 1), step,
-                              dataformats='HWC')
-
-
 def save(name, model, optimizer, step, rank, world, extra):
     if rank != 0:
         return
     rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
     ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
             'rng': rng, 'settings': config.resolved(), 'world_size': world, **extra}
-    config.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
+    runs.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
 def hold_locks(rank):
-    """Rank 0 locks MODEL_DIR/train.lock and LOG_DIR/train.log.lock while it runs (the OS drops a
-    lock when the process dies, even by SIGKILL; forked loader workers do not inherit it): one
-    run per folder. Then it removes the temporary checkpoints of killed runs."""
+    """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see runs.lock), then removes the
+    temporary checkpoints of killed runs."""
     if rank != 0:
         return []
-    locks = []
-    for key, name in (('MODEL_DIR', 'train.lock'), ('LOG_DIR', 'train.log.lock')):
-        folder = config.folder(key)
-        locks.append(open(os.path.join(folder, name), 'a'))
-        try:
-            fcntl.lockf(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise config.UserError(f'another train.py is writing into {folder}; wait for it, '
-                                   f'stop it, or pass another {key}.') from None
+    locks = [runs.lock('MODEL_DIR', 'train.lock'), runs.lock('LOG_DIR', 'train.log.lock')]
     model_dir = config.path(settings.MODEL_DIR)
     for f in os.listdir(model_dir):
         if re.fullmatch(r'.+\.pth\.tmp\d+', f):
             os.remove(os.path.join(model_dir, f))
     return locks
+
+
+def losses(log, target):
+    """The losses since the last call (see runs.Log.losses); the run stops at the first
+    non-finite one, the finite ones before it in TensorBoard."""
+    mean, bad = log.losses()
+    if bad:
+        raise diverged(f'the loss became {bad[1]} at step {bad[0]}', target)
+    return mean
 
 
 def gather(value, world):
@@ -323,7 +174,7 @@ def train(rank, world, device):
     meta = dataset.meta()
     locks = hold_locks(rank)
     target = os.path.join(config.path(settings.MODEL_DIR), 'latest.pth')
-    ckpt = config.load_checkpoint(target) if os.path.exists(target) else None
+    ckpt = runs.load_checkpoint(target) if os.path.exists(target) else None
     if ckpt is not None:
         check_recipe(ckpt, target)
     start = ckpt['step'] if ckpt else 0
@@ -333,17 +184,17 @@ def train(rank, world, device):
                                f'{starts}); put MODEL_DIR on a shared folder.')
 
     stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
-    session = config.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
+    session = runs.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
                                  '.json') if rank == 0 else None
-    log = Log(rank, start, session)
+    log = runs.Log(rank, start, session)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
                                f'cpu ({torch.get_num_threads()} threads each)')
     init_from = config.path(settings.INIT_FROM) if settings.INIT_FROM and not ckpt else None
     meta['init_from'] = ckpt.get('init_from') if ckpt else init_from  # the run's parent
-    record = config.run_record(devices=devices, world_size=world, start_step=start,
+    record = runs.run_record(devices=devices, world_size=world, start_step=start,
                                init_from=init_from)
     if rank == 0:
-        config.write_record(record, log.dir, session)
+        runs.write_record(record, log.dir, session)
     log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
         + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
     log('settings: ' + ', '.join(f'{k}={config.short(v)}' for k, v in record['settings'].items()))
@@ -361,7 +212,7 @@ def train(rank, world, device):
         log(f'resuming from {target} at step {start}' +
             (f' (written by {was} processes, now {world})' if was != world else ''))
     elif init_from:
-        parent = config.load_checkpoint(init_from)
+        parent = runs.load_checkpoint(init_from)
         new = network.load_weights(model, parent['net'], init_from, 'pass the model settings '
                                    'it was trained with, or another INIT_FROM', True)
         log(f'initialised from {init_from} (step {parent.get("step")})' +
@@ -377,7 +228,8 @@ def train(rank, world, device):
     if cuda:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.SGD(param_groups(model), lr=settings.LR, momentum=settings.LR_MOM)
+    optimizer = torch.optim.SGD(recipe.param_groups(model), lr=settings.LR,
+                                momentum=settings.LR_MOM)
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
         torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see the loop)
@@ -394,7 +246,7 @@ def train(rank, world, device):
 
     # data: per-rank batch and workers; the sampler makes step s of rank r from (SEED, s, r)
     workers = settings.NUM_WORKERS // world + (rank < settings.NUM_WORKERS % world)
-    batches = (step_indices(s, len(train_set), rank, world)
+    batches = (recipe.step_indices(s, len(train_set), rank, world)
                for s in range(start, settings.ITER_MAX))
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=workers,
                                          pin_memory=cuda)
@@ -408,11 +260,11 @@ def train(rank, world, device):
         if settings.COMPILE and step == start:
             diff = check_compiled(eager, net, model, x, label)
             log(f'COMPILE: one step\'s gradients match eager ones (relative difference {diff:.2g})')
-        torch.manual_seed(seed_of('step', settings.SEED, step, rank))  # dropout of this step
-        set_lr(optimizer, step)
+        torch.manual_seed(recipe.seed_of('step', settings.SEED, step, rank))  # dropout of this step
+        recipe.set_lr(optimizer, step)
         with evaluation.autocast(device):  # bf16 on CUDA when AMP, as in evaluation
             logits = net(x)
-        loss = loss_fn(logits, label)
+        loss = recipe.loss_fn(logits, label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss.detach().clone()
@@ -426,19 +278,22 @@ def train(rank, world, device):
         # log, images, validation, checkpoints
         log.scalars(step, {f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups})
         if step % settings.LOG_EVERY == 0 or step == settings.ITER_MAX:
-            mean = log.losses(target)
+            mean = losses(log, target)
             now = time.time()
             speed = (step - t_log[1]) * settings.BATCH_SIZE / (now - t_log[0])
             eta = (now - t_start) / (step - start) * (settings.ITER_MAX - step)
             mem = f'{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB' if cuda else '-'
-            log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {poly_lr(step - 1):.3e}  '
-                f'{speed:.1f} img/s  eta {datetime.timedelta(seconds=round(eta))}  '
-                f'peak mem {mem}')
+            lr = recipe.poly_lr(step - 1)
+            log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {lr:.3e}  '
+                f'{speed:.1f} img/s  eta {datetime.timedelta(seconds=round(eta))}  peak mem {mem}')
             log.scalars(step, {'train/images_per_s': speed})
-            log.metrics(step=step, loss=mean, lr=poly_lr(step - 1), images_per_s=speed)
+            log.metrics(step=step, loss=mean, lr=lr, images_per_s=speed)
             t_log = (now, step)
-        if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0:
-            log.panel(step, image, label.cpu(), logits.detach().float(), meta['palette'])
+        if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0 and rank == 0:
+            pred = logits[0].detach().argmax(0).cpu().numpy()  # the batch's first image
+            log.image(step, 'train/input_truth_prediction', np.concatenate(
+                [image[0].permute(1, 2, 0).numpy(), dataset.colorize(label[0].cpu().numpy(),
+                 meta['palette']), dataset.colorize(pred, meta['palette'])], 1))
         extra = {**meta, 'best': best}
         if settings.VAL_EVERY and (step % settings.VAL_EVERY == 0 or step == settings.ITER_MAX):
             t = config.stage_counts()[0]
@@ -450,13 +305,13 @@ def train(rank, world, device):
                                   if not math.isnan(v)}})  # a class absent from val has none
             log.metrics(step=step, **{f'val_{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')})
             if scores['mIoU'] > best.get('mIoU', -1):  # nan never wins
-                log.losses(target)
+                losses(log, target)
                 best = {'step': step, 'mIoU': scores['mIoU']}
                 extra['best'] = best
                 save('best.pth', model, optimizer, step, rank, world, extra)
                 log(f'best.pth: val mIoU {100 * scores["mIoU"]:.2f}% at step {step}')
         if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
-            log.losses(target)
+            losses(log, target)
             floats = [t for t in model.state_dict().values() if t.is_floating_point()]
             if not torch.stack([torch.isfinite(t).all() for t in floats]).all():
                 raise diverged(f'the weights became non-finite at step {step}', target)

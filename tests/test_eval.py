@@ -15,6 +15,7 @@ import config
 import eval as ev
 import network
 import pictures
+import runs
 import settings
 import transforms
 
@@ -267,7 +268,7 @@ def test_two_processes_give_the_numbers_of_one(net, tmp_path):
 def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
     state = {f'module.{k}': v for k, v in net.state_dict().items()
              if not k.endswith('num_batches_tracked')}  # DataParallel, PyTorch < 0.4.1
-    config.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
+    runs.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
                        str(tmp_path / 'a.pth'))
     settings.STRIDE, settings.N_LAYERS = 16, 50
     loaded, info = ev.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
@@ -296,7 +297,7 @@ def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
     elif problem == 'nan':
         state = net.state_dict()
         state['fc2.weight'][1, 3] = float('nan')  # one weight: today a silent, wrong score
-        config.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
+        runs.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
     with pytest.raises(config.UserError, match=message):
         ev.load_net(str(target), torch.device('cpu'))
 
@@ -345,9 +346,9 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
     settings.N_CLASSES, settings.DATA_ROOT = 5, toy_root  # the toy data's
     torch.manual_seed(0)
     state = network.EMANet(5, 18).state_dict()
-    config.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(), 'optimizer': {}},
+    runs.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(), 'optimizer': {}},
                        str(tmp_path / 'final.pth'))
-    config.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
+    runs.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
     common = ['NUM_WORKERS=0', 'ATTN_IMAGES=2']
     for key, value in defaults.items():  # a fresh process: settings.py as it is
         setattr(settings, key, value)
@@ -394,7 +395,7 @@ def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path
     for folder, seed in (('a', 0), ('b', 1)):
         torch.manual_seed(seed)
         (tmp_path / folder).mkdir()
-        config.save_atomic({'net': network.EMANet(5, 18).state_dict(), 'step': seed,
+        runs.save_atomic({'net': network.EMANet(5, 18).state_dict(), 'step': seed,
                             'settings': config.resolved()}, str(tmp_path / folder / 'final.pth'))
     common = [f'LOG_DIR={tmp_path}/logs', 'NUM_WORKERS=0', 'ATTN_IMAGES=0']
     ev.main([str(tmp_path / 'a' / 'final.pth')] + common)

@@ -16,6 +16,7 @@ import eval as ev
 import network
 import pictures
 import predict
+import runs
 import settings
 import toy
 
@@ -44,7 +45,7 @@ def checkpoint(toy_data, tmp_path):
     colours = dataset.palette()
     colours[3:6] = [1, 2, 3]
     target = str(tmp_path / 'run' / 'final.pth')
-    config.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
+    runs.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
                         'classes': dataset.class_names(toy_data), 'palette': colours}, target)
     for key, value in saved.items():  # a fresh process: settings.py as it is
         setattr(settings, key, value)

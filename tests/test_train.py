@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -92,9 +91,9 @@ def tiny_net():
 
 
 def test_parameter_groups_and_poly_lr_follow_the_recipe():
-    import train
+    import recipe
     net = tiny_net()
-    groups = train.param_groups(net)
+    groups = recipe.param_groups(net)
     names = {id(p): n for n, p in net.named_parameters()}
     members = [{names[id(p)] for p in g['params']} for g in groups]
     assert sum(map(len, members)) == len(names) == len(set().union(*members))
@@ -108,52 +107,52 @@ def test_parameter_groups_and_poly_lr_follow_the_recipe():
     assert [(g['lr_mult'], g['weight_decay']) for g in groups] == [(1, 1e-4), (1, 0), (2, 0)]
 
     settings.LR, settings.ITER_MAX, settings.LR_DECAY, settings.POLY_POWER = 0.01, 100, 10, 0.9
-    assert train.poly_lr(0) == train.poly_lr(9) == 0.01
-    assert train.poly_lr(10) == pytest.approx(0.01 * 0.9 ** 0.9)
-    assert train.poly_lr(99) == pytest.approx(0.01 * 0.1 ** 0.9)
+    assert recipe.poly_lr(0) == recipe.poly_lr(9) == 0.01
+    assert recipe.poly_lr(10) == pytest.approx(0.01 * 0.9 ** 0.9)
+    assert recipe.poly_lr(99) == pytest.approx(0.01 * 0.1 ** 0.9)
     optimizer = torch.optim.SGD(groups, lr=1, momentum=0.9)
-    train.set_lr(optimizer, 25)
+    recipe.set_lr(optimizer, 25)
     lr = 0.01 * 0.8 ** 0.9
     assert [g['lr'] for g in optimizer.param_groups] == pytest.approx([lr, lr, 2 * lr])
 
 
 def test_loss_keeps_ignored_pixels_in_the_denominator():
-    import train
+    import recipe
     logits = torch.randn(2, 3, 4, 4)
     label = torch.randint(0, 3, (2, 4, 4))
     label[0, :2] = 255  # half of image 0 ignored
     per_pixel = torch.nn.functional.cross_entropy(logits, label.clamp(max=2), reduction='none')
     per_pixel[0, :2] = 0
     expected = (per_pixel[0].sum() / 16 + per_pixel[1].sum() / 16) / 2
-    assert train.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert recipe.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_sampler_splits_one_global_stream_over_ranks():
-    import train
+    import recipe
     settings.BATCH_SIZE, settings.SEED, n = 4, 0, 10
-    one = [i for s in range(5) for i in train.step_indices(s, n, 0, 1)]
-    two = [i for s in range(5) for r in range(2) for i in train.step_indices(s, n, r, 2)]
+    one = [i for s in range(5) for i in recipe.step_indices(s, n, 0, 1)]
+    two = [i for s in range(5) for r in range(2) for i in recipe.step_indices(s, n, r, 2)]
     assert one == two  # the same images whatever the number of processes
     assert sorted(one[:10]) == list(range(10)) and sorted(one[10:20]) == list(range(10, 20))
     assert [i - 10 for i in one[10:20]] != one[:10]  # each epoch its own order
     settings.SEED = 1
-    assert [i for i in train.step_indices(0, n, 0, 1)] != one[:4]
+    assert [i for i in recipe.step_indices(0, n, 0, 1)] != one[:4]
 
 
 def test_loss_falls_on_one_repeated_batch(toy_root):
     import dataset
-    import train
+    import recipe
     import transforms
     net = tiny_net()
     settings.DATA_ROOT, settings.LR = toy_root, 0.01
     data = dataset.TrainDataset()
     image, label = (torch.stack(t) for t in zip(data[0], data[1]))
     x = transforms.normalize_batch(image, settings.MEAN, settings.STD)
-    optimizer = torch.optim.SGD(train.param_groups(net), lr=settings.LR, momentum=0.9)
+    optimizer = torch.optim.SGD(recipe.param_groups(net), lr=settings.LR, momentum=0.9)
     losses = []
     for step in range(15):
-        train.set_lr(optimizer, 0)
-        loss = train.loss_fn(net(x), label)
+        recipe.set_lr(optimizer, 0)
+        loss = recipe.loss_fn(net(x), label)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -270,7 +269,8 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
     torch.save(ckpt, os.path.join(tmp, 'models', 'latest.pth'))
     done = run(args(toy_root, tmp), check=False)
     assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert 'does not fit the network' in done.stderr and 'missing 1 key(s) like fc2.bias' in done.stderr
+    assert 'does not fit the network' in done.stderr
+    assert 'missing 1 key(s) like fc2.bias' in done.stderr
     shutil.copy(os.path.join(reference[0], 'models', 'latest.pth'), os.path.join(tmp, 'models'))
     with open(os.path.join(tmp, 'models', 'train.lock'), 'a') as f:
         fcntl.lockf(f, fcntl.LOCK_EX)  # as a run writing into this folder holds it
@@ -336,3 +336,89 @@ def test_tensorboard_sh_serves_log_dir_on_localhost(tmp_path):
     log_dir = os.path.realpath(config.path(settings.LOG_DIR))
     assert f'ARGS --logdir {log_dir} --host 127.0.0.1 --port 7007' in done.stdout, done.stdout
     assert 'ssh -N -L 7007:127.0.0.1:7007' in done.stdout
+
+
+# ---------------------------------------------------------------------------- OHEM, compile
+
+def test_ohem_keeps_the_hard_pixels_or_at_least_min_kept():
+    import recipe
+    p = torch.tensor([[0.9, 0.6, 0.8], [0.3, 0.95, 0.5]])  # probability of the true class 0
+    logits = torch.stack([torch.log(p), torch.log(1 - p)])[None]  # (1, 2, 2, 3)
+    label = torch.zeros(1, 2, 3, dtype=torch.long)
+    label[0, 0, 0] = 255  # ignored: never kept
+    settings.IGNORE_LABEL, settings.OHEM_THRESH, settings.OHEM_MIN_KEPT = 255, 0.7, 1
+    assert recipe.hard_pixels(logits, label)[0].tolist() == [[False, True, False],
+                                                            [True, False, True]]
+    settings.OHEM_MIN_KEPT = 4  # fewer than 4 under 0.7: the threshold rises to the 4th (0.8)
+    assert recipe.hard_pixels(logits, label)[0].tolist() == [[False, True, True],
+                                                            [True, False, True]]
+    settings.OHEM_MIN_KEPT = 100  # more than there are: every labelled pixel
+    assert recipe.hard_pixels(logits, label).sum() == 5
+    settings.OHEM_MIN_KEPT, settings.LOSS = 1, 'ohem'
+    expected = -torch.log(torch.tensor([0.6, 0.3, 0.5])).mean()
+    assert recipe.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-5)
+    settings.LOSS = 'ce'  # the original's: over all pixels, ignored ones counting 0
+    expected = -torch.log(torch.tensor([0.6, 0.8, 0.3, 0.95, 0.5])).sum() / 6
+    assert recipe.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class Detached(torch.nn.Module):
+    """A network whose backward gives nothing, as the miscompiled EMANet did: a finite loss,
+    zero gradients."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        return out.detach() + 0 * out
+
+
+def test_the_compiled_network_is_checked_against_eager(toy_root):
+    import train
+    import dataset
+    net = tiny_net().train()
+    settings.DATA_ROOT = toy_root
+    data = dataset.TrainDataset()
+    image, label = (torch.stack(t) for t in zip(data[0], data[1]))
+    x = torch.nn.functional.pad(image.float(), (0, 0)) / 255
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert train.check_compiled(net, net, net, x, label) == 0
+    compiled = torch.compile(net, backend='eager')  # dynamo's graph, eager kernels
+    assert train.check_compiled(net, compiled, net, x, label) < 1e-5
+    n = sum(p.requires_grad for p in net.parameters())  # every one of them lost its gradient
+    with pytest.raises(config.UserError, match=r'COMPILE=True: the compiled network\'s gradients '
+                                               r'differ from eager ones \(relative difference 1, '
+                                               rf'tolerance 0.01; {n} parameters without gradient, '
+                                               r'e.g. extractor.0.weight\).*pass COMPILE=False'):
+        train.check_compiled(net, Detached(net), net, x, label)
+    for key, value in net.state_dict().items():  # statistics and bases as they were
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in net.parameters())
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(reference, toy_root, tmp_path):
+    parent = os.path.join(reference[0], 'models', 'final.pth')
+    tmp = str(tmp_path)
+    done = run(args(toy_root, tmp, INIT_FROM=parent, ITER_MAX=1, LR=1e-12, LOG_EVERY=1))
+    assert f'initialised from {parent} (step 6)' in done.stdout
+    child, mother = load(tmp, 'final.pth'), torch.load(parent, weights_only=True)
+    assert child['init_from'] == parent and child['step'] == 1  # a new schedule
+    for key in ('fc0.conv.weight', 'emau.conv1.weight', 'fc2.bias'):
+        torch.testing.assert_close(child['net'][key], mother['net'][key], rtol=0, atol=1e-9)
+    steps = {s['step'] for s in mother['optimizer']['state'].values()} if any(
+        'step' in s for s in mother['optimizer']['state'].values()) else None
+    assert steps is None  # SGD keeps no step count; its momentum starts afresh:
+    key = next(iter(child['optimizer']['state']))
+    assert not torch.equal(child['optimizer']['state'][key]['momentum_buffer'],
+                           mother['optimizer']['state'][key]['momentum_buffer'])
+    records = [f for f in os.listdir(os.path.join(tmp, 'logdir')) if f.startswith('train-')]
+    record = json.load(open(os.path.join(tmp, 'logdir', records[0])))
+    assert record['init_from'] == parent
+    done = run(args(toy_root, str(tmp_path / 'other'), INIT_FROM=parent, N_LAYERS=34),
+               check=False)
+    assert done.returncode == 2 and 'STEM=torchvision N_LAYERS=34: N_CLASSES=5' in done.stderr
+    assert 'N_LAYERS=18 by its weights' in done.stderr and 'or another INIT_FROM.' in done.stderr

@@ -1,0 +1,94 @@
+"""The original's training recipe, as functions of the settings: the three parameter groups, the
+poly learning rate, the loss (its cross-entropy, or online hard example mining), and the order
+of the data: which images each step of each process takes, from SEED and the step alone."""
+import functools
+import hashlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import settings
+
+# ---------------------------------------------------------------------------- recipe
+
+def param_groups(net):
+    """The original's three groups: conv weights (decay), BN weights (no decay), biases (2x LR)."""
+    conv, bn, bias = [], [], []
+    for name, module in net.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == 'bias':
+                bias.append(p)
+            elif isinstance(module, nn.modules.conv._ConvNd):
+                conv.append(p)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                bn.append(p)
+            else:
+                raise TypeError(f'parameter {name}.{pname} fits none of the three groups')
+    return [dict(params=conv, name='conv_weight', lr_mult=1, weight_decay=settings.WEIGHT_DECAY),
+            dict(params=bn, name='bn_weight', lr_mult=1, weight_decay=0.0),
+            dict(params=bias, name='bias', lr_mult=2, weight_decay=0.0)]
+
+
+def poly_lr(it):
+    """LR * (1 - it / ITER_MAX) ^ POLY_POWER, updated every LR_DECAY iterations."""
+    it -= it % settings.LR_DECAY
+    return settings.LR * (1 - it / settings.ITER_MAX) ** settings.POLY_POWER
+
+
+def set_lr(optimizer, it):
+    for group in optimizer.param_groups:
+        group['lr'] = poly_lr(it) * group['lr_mult']
+
+
+def loss_fn(logits, label):
+    """The original's per-pixel cross-entropy: ignored pixels count as 0 in the mean over H*W,
+    then over the batch. With LOSS='ohem', the mean over the hard pixels only (`hard_pixels`)."""
+    label = label.long()
+    loss = F.cross_entropy(logits.float(), label, ignore_index=settings.IGNORE_LABEL,
+                           reduction='none')                                       # (B, H, W)
+    if settings.LOSS == 'ohem':
+        keep = hard_pixels(logits, label)
+        return (loss * keep).sum() / keep.sum().clamp(min=1)
+    return loss.flatten(1).mean(1).mean()
+
+
+def hard_pixels(logits, label):
+    """Online hard example mining: the labelled pixels whose probability of their true class is
+    at most OHEM_THRESH, or, when fewer, the OHEM_MIN_KEPT per image of the lowest probability
+    (the threshold rises to the last one's); every labelled pixel when there are fewer still."""
+    with torch.no_grad():
+        valid = label != settings.IGNORE_LABEL
+        prob = F.softmax(logits.float(), dim=1).gather(1, (label * valid)[:, None])[:, 0]
+        prob = prob.masked_fill(~valid, 2.0)                  # never among the lowest
+        k = min(settings.OHEM_MIN_KEPT * label.shape[0], prob.numel())
+        thresh = torch.tensor(settings.OHEM_THRESH, device=prob.device)
+        if k > 0:                                             # no host sync: all on the device
+            thresh = prob.flatten().kthvalue(k).values.clamp(min=settings.OHEM_THRESH)
+        return valid & (prob <= thresh)
+
+
+# ---------------------------------------------------------------------------- sampling
+
+def seed_of(*parts):
+    """A 63-bit seed that depends on every part (no collisions between (1, 23) and (12, 3))."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], 'little') >> 1
+
+
+@functools.lru_cache(maxsize=2)
+def permutation(seed, epoch, n):
+    generator = torch.Generator().manual_seed(seed_of('epoch', seed, epoch))
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def sample(g, n):
+    """Global sample g of the stream: epoch e = g // n, index e * n + perm_e[g % n]."""
+    return g // n * n + permutation(settings.SEED, g // n, n)[g % n]
+
+
+def step_indices(step, n, rank, world):
+    """The dataset indices of `step` on `rank`: stream slice [s*B + r*b, s*B + (r+1)*b)."""
+    b = settings.BATCH_SIZE // world
+    first = step * settings.BATCH_SIZE + rank * b
+    return [sample(g, n) for g in range(first, first + b)]

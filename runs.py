@@ -1,0 +1,263 @@
+"""What a run leaves behind, written so that nothing is lost: its record (settings, git state,
+library versions), its log lines, metrics and TensorBoard events, its checkpoints and every other
+file written atomically, a failed write (a full disk, a read-only folder) as one sentence, and the
+locks that keep two runs out of one folder. Checkpoints are read back here too, checked."""
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+import config
+import settings
+from config import UserError, path, resolved, short
+
+# ---------------------------------------------------------------------------- records
+
+
+def git_state():
+    """(sha, dirty) of the project folder, or ('unknown', None) outside a git checkout."""
+    def git(*args):
+        return subprocess.run(['git', '-C', config.ROOT, *args], capture_output=True, text=True,
+                              timeout=10)
+    try:
+        sha = git('rev-parse', 'HEAD')
+        if sha.returncode != 0:
+            return 'unknown', None
+        dirty = git('status', '--porcelain', '--untracked-files=no').stdout.strip() != ''
+        return sha.stdout.strip(), dirty
+    except (OSError, subprocess.SubprocessError):
+        return 'unknown', None
+
+
+def versions():
+    """The versions of everything that decides the numbers: Python, torch, CUDA, and the
+    libraries that decode and resize the data."""
+    import cv2
+    import numpy
+    import PIL
+    cuda = torch.cuda.is_available()
+    return {'python': platform.python_version(), 'torch': torch.__version__,
+            'numpy': numpy.__version__, 'opencv': cv2.__version__, 'pillow': PIL.__version__,
+            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if cuda else None}
+
+
+def run_record(**extra):
+    """What a run records of itself: settings, git state, library versions, and `extra`."""
+    sha, dirty = git_state()
+    return {'settings': resolved(), 'git_sha': sha, 'git_dirty': dirty,
+            'argv': sys.argv, 'host': platform.node(), 'versions': versions(), **extra}
+
+
+def write_record(record, log_dir, name, key='LOG_DIR'):
+    """Write `record` as JSON into log_dir/name, atomically; returns the path."""
+    target = os.path.join(log_dir, name)
+    with writing(target, key):
+        os.makedirs(log_dir, exist_ok=True)
+        with atomic(target) as tmp, open(tmp, 'w') as f:
+            json.dump(record, f, indent=2, default=str)
+    return target
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def folder(key):
+    """The folder that setting `key` names, made if needed and checked to be writable, or one
+    sentence on why it cannot be."""
+    target = path(getattr(settings, key))
+    probe = os.path.join(target, f'.write-test.{os.getpid()}')
+    try:
+        os.makedirs(target, exist_ok=True)
+        open(probe, 'w').close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f'{key} {target} cannot be made or written ({e.strerror}); pass a folder '
+                        f'you can write, like {key}=/tmp/emanet.') from None
+    return target
+
+
+@contextlib.contextmanager
+def atomic(target, suffix=''):
+    """A temporary path beside `target` to write: renamed onto `target` when the block ends
+    without error, removed otherwise, so a kill never leaves half a file at `target`.
+    `suffix` keeps an extension that a writer reads the format from ('.png')."""
+    tmp = f'{target}.tmp{os.getpid()}{suffix}'
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def writing(target, key):
+    """A failed write of `target` (a full disk, a read-only folder) as one sentence naming it
+    and the setting or argument `key` that chose the folder."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and 'write' not in str(e) and 'pos' not in str(e):
+            raise  # not a failed write (torch.save says "file write failed", "unexpected pos")
+        code = e.errno if isinstance(e, OSError) else errno.ENOSPC  # torch: a short write
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f'its folder is not writable; pass another {key}'
+        elif code in (errno.ENOSPC, errno.EDQUOT):
+            fix = f'the disk is full; make room or pass another {key}'
+        else:
+            fix = f'pass another {key}'
+        why = e.strerror if isinstance(e, OSError) and e.strerror else 'the write failed'
+        raise UserError(f'{target} could not be written ({why}); {fix}.') from None
+
+
+def save_atomic(obj, target, key='MODEL_DIR'):
+    """torch.save through a temporary file and a rename: a kill or a full disk never leaves
+    half a file at `target`, and the file there before stays as it was."""
+    with writing(target, key):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with atomic(target) as tmp:
+            torch.save(obj, tmp)
+            with open(tmp, 'rb') as f:
+                os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(target):
+    """A checkpoint as a dict (tensors on the CPU); a raw state dict becomes {'net': it}."""
+    if os.path.isdir(target):
+        raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
+                        f'{os.path.join(target, "final.pth")}.')
+    if not os.path.isfile(target):
+        raise UserError(f'checkpoint {target} does not exist; train first or give the path '
+                        f'of an existing .pth file.')
+    if os.path.getsize(target) == 0:
+        raise UserError(f'checkpoint {target} is empty (0 bytes: a copy or a save that did '
+                        f'not finish); delete it or give another file.')
+    try:
+        ckpt = torch.load(target, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated, foreign or non-torch file
+        why = (str(e).strip().splitlines() or [''])[0]
+        raise UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
+                        f'{short(why, 160)}); it is not a complete torch checkpoint, so '
+                        f'delete it or give another file.') from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f'checkpoint {target} holds a {type(ckpt).__name__}, not a dict; '
+                        f'give a file written by train.py or by the original code.')
+    if 'net' not in ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        ckpt = {'net': ckpt}
+    if not isinstance(ckpt.get('net'), dict):
+        raise UserError(f'checkpoint {target} has no state dict under "net"; give a file '
+                        f'written by train.py or by the original code.')
+    return ckpt
+
+
+def first_non_finite(state):
+    """The first key of a state dict whose floating-point tensor holds nan or inf, or None."""
+    for key, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+            return key
+    return None
+
+
+def check_finite(state, target):
+    """Refuse a checkpoint with non-finite weights: it would score or train silently wrong."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
+                        f'it cannot be used, so give an earlier checkpoint.')
+
+
+def unique_name(folder, stem, ext=''):
+    """stem+ext, or stem-2+ext, stem-3+ext, ...: the first name not yet in `folder`."""
+    name, n = stem + ext, 1
+    while os.path.exists(os.path.join(folder, name)):
+        n += 1
+        name = f'{stem}-{n}{ext}'
+    return name
+
+
+# ---------------------------------------------------------------------------- a run's log
+
+
+def lock(key, name):
+    """Lock the file `name` in the folder of setting `key` for as long as this process lives
+    (the OS drops the lock when it dies, even by SIGKILL; forked workers do not inherit it), or
+    say that another run holds it. clean.sh respects these locks."""
+    where = folder(key)
+    f = open(os.path.join(where, name), 'a')
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f'another train.py is writing into {where}; wait for it, stop it, or '
+                        f'pass another {key}.') from None
+    return f
+
+
+class Log:
+    """A training run's log, on rank 0 only: lines on stdout and in LOG_DIR/train.log, one JSON
+    object per log line and validation in LOG_DIR/metrics.jsonl (what compare.py reads), and
+    TensorBoard scalars and images. Losses stay on the device in `pending` until a log line or
+    a checkpoint asks for them (`losses`): one host-device sync then, not one per step."""
+
+    def __init__(self, rank, start, session):
+        self.on, self.dir, self.session = rank == 0, path(settings.LOG_DIR), session
+        self.pending, self.t0 = [], time.time()
+        if self.on:  # a resumed run hides what the killed one logged after its latest.pth
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
+                                    filename_suffix=f'.{os.getpid()}')
+
+    def __call__(self, line):
+        if self.on:
+            print(line, flush=True)
+            self._append('train.log', line)
+
+    def metrics(self, **values):
+        if self.on:
+            values.update(session=self.session, elapsed=round(time.time() - self.t0, 3))
+            self._append('metrics.jsonl', json.dumps(values))
+
+    def _append(self, name, line):
+        target = os.path.join(self.dir, name)
+        with writing(target, 'LOG_DIR'), open(target, 'a') as f:
+            f.write(line + '\n')
+
+    def losses(self):
+        """(their mean or None, the first non-finite (step, value) or None) of the pending
+        (step, loss tensor) pairs, emptied; the finite ones before it go to TensorBoard."""
+        if not self.pending:
+            return None, None
+        steps, values = zip(*self.pending)
+        values, self.pending = torch.stack(values).cpu().tolist(), []
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                return None, (step, value)
+            self.scalars(step, {'train/loss': value})
+        return sum(values) / len(values), None
+
+    def scalars(self, step, values):
+        for tag, value in values.items() if self.on else ():
+            self.tb.add_scalar(tag, value, step)
+
+    def image(self, step, tag, picture):
+        if self.on:
+            self.tb.add_image(tag, picture, step, dataformats='HWC')
+
+    def flush(self):
+        if self.on:
+            self.tb.flush()
+
+    def close(self):
+        if self.on:
+            self.tb.close()

@@ -1,0 +1,209 @@
+"""What the README promises a user: clean.sh removes only what runs wrote, a stop by the scheduler
+resumes, a full disk or a read-only folder is one sentence and loses nothing, bad checkpoints
+are refused before they are used."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import config
+import prepare
+import runs
+import settings
+from test_train import ENV, ROOT, args, load
+
+# ---------------------------------------------------------------------------- clean.sh
+
+
+def sh(script, *argv, cwd=None):
+    return subprocess.run(['sh', str(script), *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, 'PYTHON': sys.executable})
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's clean.sh and settings.py, with run outputs and other files."""
+    project = tmp_path / 'project'
+    for d in ('models', 'logdir/eval_final-1a2b3c4d_val_ss_T3_pred', 'logdir/mine',
+              'logdir/predict_final-1a2b3c4d_ss', '__pycache__'):
+        (project / d).mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, 'clean.sh'), project)
+    shutil.copy(os.path.join(ROOT, 'settings.py'), project)
+    keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth',
+            'models/step_x.pth', 'logdir/notes.txt', 'logdir/mine/a.png',
+            'logdir/predict_final-1a2b3c4d_ss/results.md']
+    gone = ['models/latest.pth', 'models/final.pth', 'models/best.pth', 'models/step_2000.pth',
+            'models/latest.pth.tmp123', 'models/train.lock', 'logdir/train.log',
+            'logdir/train-20261122-101010-step0.json', 'logdir/metrics.jsonl',
+            'logdir/events.out.tfevents.1.host.77', 'logdir/eval_final-1a2b3c4d_val_ss_T3.json',
+            'logdir/eval_final-1a2b3c4d_val_ss_T3_confusion.png', 'logdir/bench.json',
+            'logdir/eval_final-1a2b3c4d_val_ss_T3_pred/2007_000033.png',
+            'logdir/predict_final-1a2b3c4d_ss/cat.png', 'logdir/metrics.jsonl.tmp4242',
+            '__pycache__/a.pyc']
+    for name in keep + gone:
+        (project / name).write_text('x')
+    return project, keep, gone
+
+
+def test_clean_sh_removes_what_runs_wrote_and_nothing_else(project, tmp_path):
+    project, keep, gone = project
+    (tmp_path / 'other').mkdir()
+    (tmp_path / 'other' / 'latest.pth').write_text('x')
+    done = sh(project / 'clean.sh', 'MODEL_DIR=../other', 'DATA_ROOT=/')
+    assert done.returncode != 0 and "'DATA_ROOT' is not LOG_DIR" in done.stderr
+    assert (project / 'models' / 'latest.pth').exists()  # nothing removed
+    done = sh(project / 'clean.sh', 'MODEL_DIR=../other')
+    assert done.returncode == 0 and not (tmp_path / 'other' / 'latest.pth').exists()
+    assert (project / 'models' / 'latest.pth').exists()  # only the MODEL_DIR given
+    for _ in range(2):  # from another folder, twice in a row
+        done = sh(project / 'clean.sh', cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+    assert all((project / name).exists() for name in keep), done.stdout
+    assert not any((project / name).exists() for name in gone)
+    assert 'left 3 it did not write: mine, notes.txt, predict_final-1a2b3c4d_ss/' in done.stdout
+    assert not (project / 'logdir' / 'eval_final-1a2b3c4d_val_ss_T3_pred').exists()
+
+
+@pytest.mark.parametrize('log_dir, what', [('./models', 'PRETRAINED'), ('.', 'the project'),
+                                           ('..', 'the project'), ('data', 'DATA_ROOT')])
+def test_clean_sh_refuses_a_log_dir_holding_weights_data_or_the_project(project, log_dir, what):
+    project, keep, gone = project
+    (project / 'data' / 'JPEGImages').mkdir(parents=True)
+    (project / 'data' / 'JPEGImages' / 'a.jpg').write_text('x')
+    with open(project / 'settings.py', 'a') as f:
+        f.write("DATA_ROOT = './data'\n")
+    before = sorted(str(p) for p in project.rglob('*'))
+    done = sh(project / 'clean.sh', f'LOG_DIR={log_dir}')
+    assert done.returncode != 0 and f'holds {what}' in done.stderr and 'nothing removed' in \
+        done.stderr, done.stderr
+    assert sorted(str(p) for p in project.rglob('*')) == before
+
+
+def test_clean_sh_refuses_while_a_run_holds_the_folder(toy_root, tmp_path):
+    argv = args(toy_root, str(tmp_path), ITER_MAX=30, LOG_EVERY=1, ITER_SAVE=1000)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('step 2/30'):
+            break
+    done = sh(os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
+              f'LOG_DIR={tmp_path}/logdir')
+    rest, err = proc.communicate(timeout=300)
+    assert done.returncode != 0 and 'a train.py is running in' in done.stderr, done.stderr
+    assert proc.returncode == 0, err  # the run finished undisturbed
+    assert load(str(tmp_path), 'final.pth')['step'] == 30
+    done = sh(os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
+              f'LOG_DIR={tmp_path}/logdir')
+    assert done.returncode == 0 and os.listdir(tmp_path / 'models') == []
+
+# ---------------------------------------------------------------------------- stops
+
+
+def test_sigterm_stops_training_with_one_line_and_the_run_resumes(toy_root, tmp_path):
+    argv = args(toy_root, str(tmp_path), ITER_MAX=8, LOG_EVERY=1, ITER_SAVE=20, NUM_WORKERS=2)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith('step 4/8'):  # latest.pth is written every 2 steps
+            break
+    proc.send_signal(signal.SIGTERM)  # what a cluster scheduler sends
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1] == (f'interrupted; the same command resumes from '
+                                            f'{tmp_path}/models/latest.pth when it was written')
+    assert load(str(tmp_path), 'latest.pth')['step'] in (2, 4, 6)  # the log line comes first
+    done = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and 'resuming from' in done.stdout, done.stderr
+    assert load(str(tmp_path), 'final.pth')['step'] == 8
+
+# ---------------------------------------------------------------------------- writes
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_half_file(tmp_path, monkeypatch):
+    target = str(tmp_path / 'latest.pth')
+    runs.save_atomic({'step': 1}, target)
+    real = torch.save
+    monkeypatch.setattr(torch, 'save', lambda obj, path: real(obj, '/dev/full'))
+    with pytest.raises(config.UserError, match=r'latest.pth could not be written \(the write '
+                                               r'failed\); the disk is full; make room or '
+                                               r'pass another MODEL_DIR'):
+        runs.save_atomic({'step': 2, 'x': torch.zeros(100000)}, target)
+    assert os.listdir(tmp_path) == ['latest.pth']
+    assert torch.load(target, weights_only=True) == {'step': 1}
+
+    def no_room(*a, **k):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(json, 'dump', no_room)
+    with pytest.raises(config.UserError, match=r'run.json could not be written \(No space left '
+                                               r'on device\); the disk is full'):
+        runs.write_record({'a': 1}, str(tmp_path), 'run.json')
+    assert os.listdir(tmp_path) == ['latest.pth']  # no 0-byte JSON behind
+
+
+def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path, monkeypatch):
+    (tmp_path / 'ro').mkdir()
+    settings.LOG_DIR = str(tmp_path / 'ro')
+    real = open
+
+    def read_only(path, *a, **k):
+        if str(path).startswith(str(tmp_path / 'ro')) and 'w' in (a[0] if a else k.get('mode')):
+            raise OSError(errno.EROFS, 'Read-only file system')
+        return real(path, *a, **k)
+    monkeypatch.setattr('builtins.open', read_only)  # root ignores file modes: simulate it
+    with pytest.raises(config.UserError, match=f'LOG_DIR {tmp_path}/ro cannot be made or written '
+                                               f'\\(Read-only file system\\); pass a folder'):
+        runs.folder('LOG_DIR')
+    with pytest.raises(config.UserError, match='its folder is not writable; pass another LOG_DIR'):
+        runs.write_record({}, str(tmp_path / 'ro'), 'x.json')
+
+
+def test_run_records_never_overwrite_each_other(tmp_path):
+    (tmp_path / 'train-x-step0.json').write_text('{}')
+    assert runs.unique_name(str(tmp_path), 'train-x-step0', '.json') == 'train-x-step0-2.json'
+    assert runs.unique_name(str(tmp_path), 'train-y-step0', '.json') == 'train-y-step0.json'
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize('problem, message', [
+    ('nan', "holds non-finite values (nan or inf) in 'fc2.bias'"),
+    ('empty', 'is empty (0 bytes'),
+])
+def test_a_resume_refuses_a_broken_latest_checkpoint(toy_root, tmp_path, capsys, problem,
+                                                     message):
+    import train
+    argv = args(toy_root, str(tmp_path), ITER_MAX=2)
+    train.main(argv)
+    target = tmp_path / 'models' / 'latest.pth'
+    if problem == 'nan':
+        ckpt = torch.load(target, weights_only=True)
+        ckpt['net']['fc2.bias'][0] = float('inf')
+        torch.save(ckpt, target)
+    else:
+        target.write_bytes(b'')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as end:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert end.value.code == 2 and message in err and err.count('\n') == 1, err
+
+
+def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
+    from test_prepare import fake_voc_sbd
+    voc, sbd, _ = fake_voc_sbd(tmp_path)
+    label = os.path.join(voc, 'SegmentationClass', 'v_tr.png')
+    Image.fromarray(np.zeros((13, 19, 3), np.uint8)).save(label)  # an "edited" colour label
+    with pytest.raises(config.UserError, match=r'v_tr.png is a RGB image, not an index PNG .*; '
+                                               r"VOC's own SegmentationClass labels are palette "
+                                               r'PNGs of class indices, so download VOC 2012 '
+                                               r'again\.$'):
+        prepare.prepare(voc, sbd, workers=1)
