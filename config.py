@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 
-import torch
 
 import settings
 
@@ -263,6 +262,7 @@ def check():
 def init_distributed():
     """(rank, world_size, device): torchrun's environment when present, else one process.
     NCCL on CUDA, gloo on the CPU; one GPU per process, chosen by LOCAL_RANK."""
+    import torch
     import torch.distributed as dist
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank = int(os.environ.get('RANK', '0'))
@@ -275,13 +275,3 @@ def init_distributed():
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
-
-
-def writing(*args, **kwargs):  # TEMPORARY shim while compare.py moves to runs.py
-    import runs
-    return runs.writing(*args, **kwargs)
-
-
-def atomic(*args, **kwargs):  # TEMPORARY shim while compare.py moves to runs.py
-    import runs
-    return runs.atomic(*args, **kwargs)

@@ -49,7 +49,7 @@ def main(argv=None):
                                f'({config.short(" ".join(rest))}); settings go as KEY=VALUE.')
     target = rest[0] if rest else os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
     rank, world, device = config.init_distributed()
-    if device.type == 'cpu':
+    if device.type == 'cpu' and world > 1:  # the cores shared by the processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     net, info = load_net(target, device, keep=given)
     data = dataset.ValDataset(settings.VAL_SPLIT)

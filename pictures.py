@@ -74,11 +74,12 @@ def confusion_matrix(conf, names, title=''):
     n = len(conf)
     with np.errstate(invalid='ignore', divide='ignore'):
         share = np.nan_to_num(100 * conf / conf.sum(1, keepdims=True))
-    side = min(60.0, max(5.0, 0.32 * n + 2.5))
+    side = min(24.0, max(5.0, 0.32 * n + 2.5))  # inches: 2400 pixels at most
     fig, ax = plt.subplots(figsize=(side + 1, side), dpi=100)
     im = ax.imshow(share, cmap='Blues', vmin=0, vmax=100)
-    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
+    size = 8 if n <= 60 else 5
+    ax.set_xticks(range(n), names, rotation=90, fontsize=size)
+    ax.set_yticks(range(n), names, fontsize=size)
     ax.set_xlabel('predicted class')
     ax.set_ylabel('true class')
     ax.set_title(title or 'confusion matrix (% of each true class)', fontsize=9)

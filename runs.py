@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 
-import torch
 
 import config
 import settings
@@ -40,6 +39,7 @@ def git_state():
 def versions():
     """The versions of everything that decides the numbers: Python, torch, CUDA, and the
     libraries that decode and resize the data."""
+    import torch  # imported here: compare.py reads records without it
     import cv2
     import numpy
     import PIL
@@ -121,6 +121,7 @@ def writing(target, key):
 def save_atomic(obj, target, key='MODEL_DIR'):
     """torch.save through a temporary file and a rename: a kill or a full disk never leaves
     half a file at `target`, and the file there before stays as it was."""
+    import torch
     with writing(target, key):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         with atomic(target) as tmp:
@@ -134,6 +135,7 @@ def save_atomic(obj, target, key='MODEL_DIR'):
 
 def load_checkpoint(target):
     """A checkpoint as a dict (tensors on the CPU); a raw state dict becomes {'net': it}."""
+    import torch
     if os.path.isdir(target):
         raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
                         f'{os.path.join(target, "final.pth")}.')
@@ -163,6 +165,7 @@ def load_checkpoint(target):
 
 def first_non_finite(state):
     """The first key of a state dict whose floating-point tensor holds nan or inf, or None."""
+    import torch
     for key, t in state.items():
         if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
             return key
@@ -236,6 +239,7 @@ class Log:
     def losses(self):
         """(their mean or None, the first non-finite (step, value) or None) of the pending
         (step, loss tensor) pairs, emptied; the finite ones before it go to TensorBoard."""
+        import torch
         if not self.pending:
             return None, None
         steps, values = zip(*self.pending)

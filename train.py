@@ -192,7 +192,7 @@ def train(rank, world, device):
     init_from = config.path(settings.INIT_FROM) if settings.INIT_FROM and not ckpt else None
     meta['init_from'] = ckpt.get('init_from') if ckpt else init_from  # the run's parent
     record = runs.run_record(devices=devices, world_size=world, start_step=start,
-                               init_from=init_from)
+                             init_from=meta['init_from'])
     if rank == 0:
         runs.write_record(record, log.dir, session)
     log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
@@ -325,6 +325,7 @@ def train(rank, world, device):
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, step, rank, world, {**meta, 'best': best})
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
+    log.metrics(step=step, done=True)  # the session's wall time includes the final save
     log.close()
     for lock in locks:
         os.remove(lock.name)

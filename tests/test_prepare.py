@@ -682,3 +682,43 @@ def test_command_line_prepares_and_refuses_mistakes(tmp_path, monkeypatch, capsy
     prepare.add_arguments(args)
     with pytest.raises(config.UserError, match='--workers -3 must be 0'):  # prepare's own check
         prepare.run(args.parse_args(['ade20k', str(root), '--workers', '-3']))
+
+
+# ---------------------------------------------------------------------------- train and score
+
+TINY = ['N_LAYERS=18', 'STEM=torchvision', 'STRIDE=16', 'EMA_CHANNELS=16', 'N_BASES=4',
+        'BATCH_SIZE=2', 'ITER_MAX=2', 'ITER_SAVE=2', 'LOG_EVERY=1', 'NUM_WORKERS=0',
+        'PRETRAINED=', 'IMAGE_EVERY=0', 'ATTN_IMAGES=0', 'SCALES=(0.5,1.0,2.0)']
+
+
+@pytest.mark.parametrize('name, extra', [
+    ('cityscapes', ['LOSS=ohem', 'OHEM_MIN_KEPT=50', 'EVAL_MODE=slide', 'SLIDE_CROP=17',
+                    'SLIDE_STEP=9']),
+    ('context', []), ('cocostuff10k', []), ('cocostuff164k', []), ('ade20k', []), ('voc', []),
+])
+def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, capsys, name,
+                                                                     extra):
+    """Each fake download, prepared, trains with the printed settings (two steps of a tiny
+    network, crops (17, 33)) and is scored by eval.py: the same code for every dataset."""
+    import eval as ev
+    import train
+    make = {'cityscapes': lambda: (fake_cityscapes(tmp_path)[0],),
+            'context': lambda: fake_context(tmp_path)[:2],
+            'cocostuff10k': lambda: (fake_cocostuff10k(tmp_path)[0],),
+            'cocostuff164k': lambda: fake_cocostuff164k(tmp_path)[:2],
+            'ade20k': lambda: (fake_ade20k(tmp_path)[0],),
+            'voc': lambda: fake_voc_sbd(tmp_path)[:2]}[name]
+    prepare.DATASETS[name][0](*map(str, make()), workers=1)
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('settings: ')][0]
+    words = shlex.split(line[len('settings: '):])  # as a user pastes them
+    found = {k: config.parse(k, v) for k, v in (w.split('=', 1) for w in words)}
+    out = [f'MODEL_DIR={tmp_path}/models', f'LOG_DIR={tmp_path}/logs']
+    train.main(words + TINY + extra + out + ['CROP_SIZE=(17,33)'])
+    saved = config.resolved()
+    result = ev.main([f'{tmp_path}/models/final.pth', f'DATA_ROOT={found["DATA_ROOT"]}'] + TINY
+                     + extra + out)
+    text = capsys.readouterr().out
+    assert 'done: 2 steps' in text and 'mIoU' in text and 0 <= result['pAcc'] <= 1
+    assert len(result['per_class']) == found['N_CLASSES'] == saved['N_CLASSES']
+    names = dataset.read_classes(found['DATA_ROOT']) or list(dataset.VOC_CLASSES)  # VOC: none
+    assert list(result['per_class']) == names

@@ -1,0 +1,350 @@
+"""compare.py: the table of experiment folders, from fabricated records of today's and older
+forms (which settings show, the SEED summary, missing and broken records, resumed runs, CSV,
+JSON, the plot), then end to end as a user: project copies trained, evaluated and compared."""
+import concurrent.futures
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import compare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = {'SEED': 0, 'LR': 0.009, 'STAGE_NUM': 3, 'SCALES': [0.5, 1.0], 'DATA_ROOT': '/data/voc',
+        'LOG_DIR': './logdir', 'MODEL_DIR': './models'}
+
+
+# ---------------------------------------------------------------------------- fabrication
+
+def write(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(value if isinstance(value, str) else json.dumps(value))
+    return path
+
+
+def experiment(tmp_path, name, log_dir='./logdir', **over):
+    """An experiment folder whose settings.py holds BASE with `over` (no records yet)."""
+    folder = tmp_path / name
+    lines = [f'{k} = {tuple(v) if isinstance(v, list) else v!r}'
+             for k, v in {**BASE, 'LOG_DIR': log_dir, **over}.items()]
+    write(str(folder / 'settings.py'), '\n'.join(lines) + '\n')
+    return folder
+
+
+def train_record(log, name, sha='0123456789abcdef', dirty=False, init_from=None, **over):
+    write(str(log / name), {'settings': {**BASE, **over}, 'git_sha': sha, 'git_dirty': dirty,
+                            'argv': ['train.py'], 'start_step': 0, 'init_from': init_from})
+
+
+def metrics(log, *entries):
+    write(str(log / 'metrics.jsonl'), ''.join(
+        e if isinstance(e, str) else json.dumps(e) + '\n' for e in entries))
+
+
+def eval_result(log, ckpt, scores, split='val', mode='ss', stages=3, hexid='0a1b2c3d', **over):
+    """A result file as eval.py writes it today, the run record inside."""
+    name = f'eval_{ckpt}-{hexid}_{split}_{mode}_T{stages}.json'
+    record = {'settings': {**BASE, **over}, 'git_sha': 'fedcba9876543210', 'git_dirty': True,
+              'checkpoint': f'/somewhere/models/{ckpt}.pth', 'step': 100, 'split': split,
+              'mode': mode, 'stages': stages}
+    write(str(log / name), {**dict(zip(compare.SCORES, scores)), 'fIoU': 0.5,
+                            'per_class': {}, 'record': record})
+
+
+def seeded(tmp_path, name, seed, miou, **over):
+    """An experiment with a training record, a short metrics.jsonl and one evaluation."""
+    folder = experiment(tmp_path, name, SEED=seed, **over)
+    log = folder / 'logdir'
+    train_record(log, 'train-20260101-000000-step0.json', SEED=seed, **over)
+    metrics(log, {'step': 10, 'loss': 0.5, 'lr': 0.009, 'session': 's', 'elapsed': 3.0})
+    eval_result(log, 'final', (miou, 0.9, 0.8), SEED=seed, **over)
+    return folder
+
+
+def run(capsys, *argv):
+    """compare.py's main in this process: (stdout, stderr)."""
+    compare.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+def rows(capsys, *argv):
+    out, err = run(capsys, '--json', *argv)
+    return json.loads(out)['rows'], err
+
+
+# ---------------------------------------------------------------------------- unit level
+
+def test_only_differing_settings_from_latest_record(tmp_path, capsys):
+    a = experiment(tmp_path, 'a', STAGE_NUM=3)
+    b = experiment(tmp_path, 'b', log_dir='./elsewhere', STAGE_NUM=3)
+    train_record(a / 'logdir', 'train-20260101-000000-step0.json', STAGE_NUM=5)
+    train_record(a / 'logdir', 'train-20260102-000000-step50.json', STAGE_NUM=2)
+    train_record(a / 'logdir', 'train-20260102-000000-step50-2.json', STAGE_NUM=4)  # latest
+    train_record(b / 'elsewhere', 'train-20260101-000000-step0.json', LOG_DIR='./elsewhere',
+                 MODEL_DIR='/m')
+    got, _ = rows(capsys, a, b)
+    columns = list(got[0])
+    assert 'STAGE_NUM' in columns
+    assert not {'LR', 'SEED', 'SCALES', 'LOG_DIR', 'MODEL_DIR', 'DATA_ROOT'} & set(columns)
+    assert [r['STAGE_NUM'] for r in got] == [4, 3]
+    assert [r['folder'] for r in got] == ['a', 'b']
+    assert [r['git_sha'] for r in got] == ['0123456789abcdef'] * 2
+    out, _ = run(capsys, a, b)
+    head = [c.strip() for c in out.splitlines()[0].split('|')[1:-1]]
+    assert head[:3] == ['folder', 'STAGE_NUM', 'steps'] and '| 0123456 ' in out
+
+
+def test_settings_py_read_never_run(tmp_path, capsys):
+    """LOG_DIR comes from settings.py by ast: a file that would exit when run is still read."""
+    folder = experiment(tmp_path, 'x', log_dir='runs')
+    with open(folder / 'settings.py', 'a') as f:
+        f.write('import sys\nsys.exit(3)\nEXTRA = len("abc")\n')
+    eval_result(folder / 'runs', 'final', (0.6, 0.9, 0.7))
+    got, _ = rows(capsys, folder)
+    assert got[0]['final/val/ss/T3 mIoU'] == 0.6 and got[0]['note'] is None
+
+
+def test_seed_group_mean_and_std(tmp_path, capsys):
+    folders = [seeded(tmp_path, f's{seed}', seed, miou)
+               for seed, miou in ((0, 0.70), (1, 0.72), (2, 0.77))]
+    other = seeded(tmp_path, 'other', 0, 0.5, STAGE_NUM=2)  # differs in more than SEED
+    got, _ = rows(capsys, *folders, other)
+    assert [r['kind'] for r in got] == ['run'] * 4 + ['seed mean', 'seed std', 'seed n']
+    mean, std, n = (r['final/val/ss/T3 mIoU'] for r in got[4:])
+    assert mean == pytest.approx(0.73) and n == 3
+    assert std == pytest.approx(np.sqrt((0.03 ** 2 + 0.01 ** 2 + 0.04 ** 2) / 2))
+    assert got[5]['final/val/ss/T3 pAcc'] == pytest.approx(0)
+    assert got[4]['SEED'] == '0, 1, 2' and got[4]['STAGE_NUM'] == 3
+    out, _ = run(capsys, *folders, other)
+    line = [x for x in out.splitlines() if 'mean ± std' in x]
+    assert len(line) == 1 and '73.00 ± 3.61' in line[0] and '(n=3)' in line[0]
+
+
+def test_folders_without_results_are_listed(tmp_path, capsys):
+    done = seeded(tmp_path, 'done', 0, 0.7)
+    fresh = experiment(tmp_path, 'fresh')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    got, _ = rows(capsys, done, fresh, empty)
+    assert [r['folder'] for r in got[:2]] == ['done', 'fresh']
+    assert got[2]['folder'] == os.path.join(tmp_path.name, 'empty')  # a log folder: 2 parts
+    assert got[0]['note'] is None
+    assert got[1]['note'].startswith('no results in') and got[1]['steps'] is None
+    assert got[2]['note'].startswith('no results in')
+    out, _ = run(capsys, done, fresh, empty)
+    assert out.count('no results in') == 2
+
+
+def test_unreadable_record_reported_rest_shown(tmp_path, capsys):
+    folder = seeded(tmp_path, 'a', 0, 0.7)
+    write(str(folder / 'logdir' / 'eval_best-00000000_val_ss_T3.json'), '{"mIoU": 0.')
+    write(str(folder / 'logdir' / 'train-20260105-000000-step5.json'), '[1, 2]')
+    got, err = rows(capsys, folder)
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all('cannot be read' in x for x in lines)
+    assert 'eval_best-00000000_val_ss_T3.json' in err and 'train-20260105' in err
+    assert got[0]['final/val/ss/T3 mIoU'] == 0.7 and got[0]['steps'] == 10
+
+
+def test_resumed_run_later_step_wins(tmp_path, capsys):
+    folder = experiment(tmp_path, 'r')
+    log = folder / 'logdir'
+    train_record(log, 'train-20260101-000000-step0.json')
+    train_record(log, 'train-20260101-010000-step4.json', init_from='/p/models/final.pth')
+    first, second = 'train-20260101-000000-step0.json', 'train-20260101-010000-step4.json'
+    metrics(log, *[{'step': s, 'loss': 1.0 / s, 'lr': 0.01, 'session': first, 'elapsed': 2.0 * s}
+                   for s in (2, 4, 6)],  # killed after step 6; latest.pth was at step 4
+            {'step': 6, 'val_mIoU': 0.1, 'session': first, 'elapsed': 12.5},
+            {'step': 6, 'loss': 0.25, 'lr': 0.008, 'session': second, 'elapsed': 4.0},
+            {'step': 8, 'loss': 0.2, 'lr': 0.007, 'session': second, 'elapsed': 8.0},
+            {'step': 6, 'val_mIoU': 0.3, 'session': second, 'elapsed': 9.0},
+            '{"step": 10, "lo')  # a killed write
+    got, err = rows(capsys, folder)
+    assert 'metrics.jsonl: 1 unreadable lines skipped' in err
+    run_ = compare.read_folder(str(folder))
+    assert run_['curves']['loss'] == {2: 0.5, 4: 0.25, 6: 0.25, 8: 0.2}
+    assert run_['curves']['val_mIoU'] == {6: 0.3}
+    assert got[0]['steps'] == 8 and got[0]['final_loss'] == 0.2
+    assert got[0]['wall_time_s'] == pytest.approx(12.5 + 9.0)
+    assert got[0]['init_from'] == '/p/models/final.pth'
+
+
+def test_old_format_records(tmp_path, capsys):
+    """train-*.json without init_from, train.log instead of metrics.jsonl, eval scores and
+    their record in two files (with and without _T<n>)."""
+    log = tmp_path / 'old' / 'logdir'
+    write(str(log / 'train-20190801-120000-step0.json'),
+          {'settings': {**BASE, 'STAGE_NUM_EVAL': 0}, 'git_sha': 'abcdef0123', 'git_dirty': True})
+    write(str(log / 'train.log'), 'git abcdef0123 (dirty)\nsettings: ...\n'
+          'step 20/40  loss 0.6743  lr 8.913e-02  47.8 img/s  eta 0:01:47  peak mem -\n'
+          'step 20  val (T=3) mIoU 40.50%  pAcc 80.00%  mAcc 50.00%\n'
+          'step 40/40  loss 0.9999  lr 1.000e-02  47.8 img/s  eta 0:00:00  peak mem -\n'
+          'step 40/40  loss 0.5000  lr 1.000e-02  47.8 img/s  eta 0:00:00  peak mem -\n')
+    for tag, scores in (('ss', (0.61, 0.91, 0.71)), ('ms0.5-0.75-1_flip_T2', (0.63, 0.93, 0.73))):
+        write(str(log / f'eval_step_40_{tag}.json'), dict(zip(compare.SCORES, scores)))
+        write(str(log / f'eval_step_40_{tag}_record.json'),
+              {'settings': BASE, 'git_sha': 'abcdef0123', 'checkpoint': '/x/step_40.pth',
+               'step': 40, 'scores': dict(zip(compare.SCORES, scores))})
+    got, err = rows(capsys, log)
+    assert err == ''
+    row = got[0]
+    assert row['folder'] == os.path.join('old', 'logdir')
+    assert row['steps'] == 40 and row['final_loss'] == 0.5 and row['wall_time_s'] is None
+    assert row['step_40/val/ss/T3 mIoU'] == 0.61 and row['step_40/val/ss/T3 mAcc'] == 0.71
+    assert row['step_40/val/ms0.5-0.75-1_flip/T2 pAcc'] == 0.93
+    assert row['git_sha'] == 'abcdef0123' and row['git_dirty'] is True
+    assert compare.read_folder(str(log))['curves']['val_mIoU'] == {20: pytest.approx(0.405)}
+    out, _ = run(capsys, log)
+    assert 'step_40 ms3_flip T2' in out and 'abcdef0 (dirty)' in out
+
+
+def test_every_evaluation_a_column(tmp_path, capsys):
+    """Checkpoints, modes, stage counts and splits each get their columns, in order; the same
+    evaluation done twice shows the newer file."""
+    log = tmp_path / 'e' / 'logdir'
+    flip = 'ms0.5-0.75-1-1.25-1.5-1.75_flip'
+    for ckpt, split, mode, t in (('step_200', 'val', 'ss', 3), ('step_1000', 'val', 'ss', 3),
+                                 ('final', 'val', flip, 3), ('final', 'val', 'ss', 4),
+                                 ('final', 'test', 'ss', 3), ('best', 'val', 'ss', 3)):
+        eval_result(log, ckpt, (0.5, 0.6, 0.7), split, mode, t)
+    eval_result(log, 'final', (0.1, 0.2, 0.3), 'val', 'ss', 3, hexid='11111111')
+    os.utime(log / 'eval_final-11111111_val_ss_T3.json', (1, 1))  # older
+    eval_result(log, 'final', (0.52, 0.6, 0.7), 'val', 'ss', 3)
+    got, _ = rows(capsys, log)
+    names = [c[:-5] for c in got[0] if c.endswith(' mIoU')]
+    assert names == ['final/test/ss/T3', 'final/val/ss/T3', 'final/val/ss/T4',
+                     f'final/val/{flip}/T3', 'best/val/ss/T3', 'step_200/val/ss/T3',
+                     'step_1000/val/ss/T3']
+    assert got[0]['final/val/ss/T3 mIoU'] == 0.52
+    out, _ = run(capsys, log)
+    assert 'final val ms6_flip T3' in out and 'final test ss T3' in out
+
+
+def test_scale_lists_of_one_length_written_out(tmp_path, capsys):
+    log = tmp_path / 'm' / 'logdir'
+    for mode in ('ms0.5-1-2_flip', 'ms0.75-1-1.25_flip'):
+        eval_result(log, 'final', (0.5, 0.6, 0.7), mode=mode)
+    out, _ = run(capsys, log)
+    assert '| final val ms0.5-1-2_flip T3 | final val ms0.75-1-1.25_flip T3 |' in out
+
+
+def test_csv_json_and_out_file(tmp_path, capsys):
+    folders = [seeded(tmp_path, f's{seed}', seed, miou) for seed, miou in ((0, 0.7), (1, 0.8))]
+    out, _ = run(capsys, '--csv', *folders)
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [r['kind'] for r in table] == ['run', 'run', 'seed mean', 'seed std', 'seed n']
+    assert [float(r['final/val/ss/T3 mIoU']) for r in table[:3]] == [0.7, 0.8, 0.75]
+    assert float(table[0]['final/val/ss/T3 pAcc']) == 0.9 and table[1]['SEED'] == '1'
+    target = tmp_path / 'table.json'
+    out, _ = run(capsys, '--json', '--out', target, *folders)
+    assert out.strip() == str(target)
+    saved = json.loads(target.read_text())
+    assert saved['rows'][1]['final/val/ss/T3 mAcc'] == 0.8 and saved['rows'][1]['steps'] == 10
+    assert saved['columns'][:3] == ['kind', 'folder', 'SEED']
+
+
+def test_plot_three_panels(tmp_path, capsys, monkeypatch):
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+    a, b = experiment(tmp_path, 'a'), experiment(tmp_path, 'b', LR=0.01)
+    for folder, steps in ((a, (2, 4, 6)), (b, (3, 6))):
+        metrics(folder / 'logdir', *[{'step': s, 'loss': 1 / s, 'lr': 0.01} for s in steps],
+                {'step': 6, 'val_mIoU': 0.4})
+    figures = []
+    monkeypatch.setattr(plt, 'close', figures.append)
+    target = tmp_path / 'curves.png'
+    out, _ = run(capsys, '--plot', target, a, b)
+    assert out.strip() == str(target) and os.path.getsize(target) > 10000
+    assert matplotlib.image.imread(str(target)).shape[:2] == (450, 1600)
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ['train loss', 'learning rate', 'val mIoU (%)']
+    assert [list(line.get_xdata()) for line in axes[0].lines] == [[2, 4, 6], [3, 6]]
+    assert [line.get_label() for line in axes[1].lines] == ['a', 'b']
+    assert list(axes[2].lines[0].get_ydata()) == [pytest.approx(40)]
+
+
+def test_user_mistakes_and_help(tmp_path, capsys):
+    for argv, says in (([], 'no folder given'), ([tmp_path / 'nope'], 'is not a folder')):
+        with pytest.raises(SystemExit) as exit_:
+            run(capsys, *argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith('error: ') and says in err
+        assert len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, '--help')
+    assert exit_.value.code == 0 and '--plot' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- end to end
+
+TINY = ('N_CLASSES=5', 'N_LAYERS=18', 'STEM=torchvision', 'STRIDE=16', 'EMA_CHANNELS=32',
+        'N_BASES=8', 'CROP_SIZE=33', 'BATCH_SIZE=2', 'NUM_WORKERS=0', 'PRETRAINED=',
+        'ITER_MAX=4', 'ITER_SAVE=4', 'LOG_EVERY=2', 'VAL_EVERY=4', 'IMAGE_EVERY=0')
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def project_copy(target, seed, log_dir):
+    """The project copied as a user does for an experiment, settings.py edited."""
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'logdir', '*.pth', 'toy', '__pycache__', '.pytest_cache'))
+    path = os.path.join(target, 'settings.py')
+    with open(path) as f:
+        text = f.read().replace('\nSEED = 0 ', f'\nSEED = {seed} ')
+    with open(path, 'w') as f:
+        f.write(text.replace("\nLOG_DIR = './logdir'", f"\nLOG_DIR = '{log_dir}'"))
+
+
+def user(folder, *argv):
+    done = subprocess.run([sys.executable, *argv], cwd=folder, capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_end_to_end_two_seeds(tmp_path, capsys):
+    import toy
+    data = str(tmp_path / 'data')
+    toy.make_toy(data, seed=0, n_train=4, n_val=2)
+    folders = [str(tmp_path / f'EMANet18.seed{seed}') for seed in (0, 1)]
+
+    def experiment(folder, seed, log_dir):
+        project_copy(folder, seed, log_dir)
+        user(folder, 'train.py', f'DATA_ROOT={data}', *TINY)
+        user(folder, 'eval.py', 'ATTN_IMAGES=0', 'NUM_WORKERS=0', 'STAGE_NUM_EVAL=(1,3)')
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one process each, side by side
+        list(pool.map(experiment, folders, (0, 1), ('./logdir', './runs')))
+    table = json.loads(user(tmp_path, os.path.join(ROOT, 'compare.py'), '--json', *folders))
+    got = table['rows']
+    assert [r['kind'] for r in got] == ['run', 'run', 'seed mean', 'seed std', 'seed n']
+    assert [r['folder'] for r in got[:2]] == ['EMANet18.seed0', 'EMANet18.seed1']
+    settings = [c for c in table['columns'][2:] if c.isupper()]
+    assert settings == ['SEED'] and [r['SEED'] for r in got[:2]] == [0, 1]
+    for folder, log_dir, row in zip(folders, ('logdir', 'runs'), got):
+        log = os.path.join(folder, log_dir)
+        assert row['steps'] == 4 and row['wall_time_s'] > 0
+        with open(os.path.join(log, 'metrics.jsonl')) as f:
+            losses = [json.loads(line) for line in f if '"loss"' in line]
+        assert row['final_loss'] == losses[-1]['loss']
+        results = sorted(n for n in os.listdir(log) if n.startswith('eval_') and
+                         n.endswith('.json'))
+        assert len(results) == 2
+        for name in results:
+            with open(os.path.join(log, name)) as f:
+                result = json.load(f)
+            label = f'final/val/ss/T{result["record"]["stages"]}'
+            for score in compare.SCORES:
+                assert row[f'{label} {score}'] == result[score]
+                assert got[2][f'{label} {score}'] == pytest.approx(
+                    np.mean([r[f'{label} {score}'] for r in got[:2]]))
+    out, _ = run(capsys, *folders)
+    assert 'final ss T1' in out and 'final ss T3' in out and 'EMANet18.seed1' in out
+    out, _ = run(capsys, '--plot', tmp_path / 'curves.png', *folders)
+    assert os.path.getsize(tmp_path / 'curves.png') > 10000
