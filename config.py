@@ -275,3 +275,11 @@ def init_distributed():
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return rank, world, device
+
+
+def gather(value, world):
+    """[value of rank 0, value of rank 1, ...] on every process (any picklable value)."""
+    import torch.distributed as dist
+    values = [None] * world
+    dist.all_gather_object(values, value)
+    return values

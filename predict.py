@@ -72,7 +72,7 @@ def main(argv=None):
     failed = predict_all(net, paths, names, pred_dir, info, device, rank, world,
                          overlays=not args.voc_test)
     if world > 1:
-        failed = sum(gather(failed, world), [])
+        failed = sum(config.gather(failed, world), [])
         dist.barrier()
     if rank == 0:
         for path, why in failed:
@@ -172,12 +172,6 @@ def predict_all(net, paths, names, out, info, device, rank, world, overlays=True
                 picture = pictures.overlay(image, pred, info['classes'], info['palette'])
                 pictures.save_rgb(picture, os.path.join(out, f'{name}_overlay.jpg'))
     return failed
-
-
-def gather(value, world):
-    values = [None] * world
-    dist.all_gather_object(values, value)
-    return values
 
 
 def pack(out, ids):

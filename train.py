@@ -150,10 +150,11 @@ def losses(log, target):
     return mean
 
 
-def gather(value, world):
-    values = [None] * world
-    dist.all_gather_object(values, value)
-    return values
+def check_weights(model, step, target):
+    """Stop before a checkpoint with non-finite weights is written (one host-device sync)."""
+    floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if not torch.stack([torch.isfinite(t).all() for t in floats]).all():
+        raise diverged(f'the weights became non-finite at step {step}', target)
 
 
 def fingerprint(model):
@@ -178,14 +179,14 @@ def train(rank, world, device):
     if ckpt is not None:
         check_recipe(ckpt, target)
     start = ckpt['step'] if ckpt else 0
-    starts = gather(start, world) if world > 1 else [start]
+    starts = config.gather(start, world) if world > 1 else [start]
     if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
         raise config.UserError(f'the processes found different latest.pth files (steps '
                                f'{starts}); put MODEL_DIR on a shared folder.')
 
     stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
     session = runs.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
-                                 '.json') if rank == 0 else None
+                               '.json') if rank == 0 else None
     log = runs.Log(rank, start, session)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if cuda else
                                f'cpu ({torch.get_num_threads()} threads each)')
@@ -306,22 +307,21 @@ def train(rank, world, device):
             log.metrics(step=step, **{f'val_{k}': scores[k] for k in ('mIoU', 'pAcc', 'mAcc')})
             if scores['mIoU'] > best.get('mIoU', -1):  # nan never wins
                 losses(log, target)
+                check_weights(model, step, target)
                 best = {'step': step, 'mIoU': scores['mIoU']}
                 extra['best'] = best
                 save('best.pth', model, optimizer, step, rank, world, extra)
                 log(f'best.pth: val mIoU {100 * scores["mIoU"]:.2f}% at step {step}')
         if step % every == 0 or step % settings.ITER_SAVE == 0 or step == settings.ITER_MAX:
             losses(log, target)
-            floats = [t for t in model.state_dict().values() if t.is_floating_point()]
-            if not torch.stack([torch.isfinite(t).all() for t in floats]).all():
-                raise diverged(f'the weights became non-finite at step {step}', target)
+            check_weights(model, step, target)
             if step % settings.ITER_SAVE == 0:
                 save(f'step_{step}.pth', model, optimizer, step, rank, world, extra)
             save('latest.pth', model, optimizer, step, rank, world, extra)
             log.flush()  # TensorBoard holds every step up to the checkpoint
 
     if world > 1:  # every rank must hold the same weights and bases, bit for bit
-        same = len(set(gather(fingerprint(model), world))) == 1
+        same = len(set(config.gather(fingerprint(model), world))) == 1
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, step, rank, world, {**meta, 'best': best})
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
