@@ -3,12 +3,13 @@
     python bench.py [KEY=VALUE ...]      # prints a table, writes LOG_DIR/bench.json
 
 CPU rows (any machine, about 2 minutes on 2 cores): the data pipeline against a plain
-re-statement of the original's, and the EM unit against a plain re-statement of the
-reference algorithm. CUDA rows (only where a GPU is visible): a real EMANet-101 training
-step in plain fp32 (the baseline), TF32 and the default (bf16 + channels_last, + compile with
-COMPILE=True) with its peak memory and model FLOP utilisation against the measured bf16 matmul
-rate, and eval.py's own inference (validate) on VOC-sized images, single scale and 6 scales +
-flip. Benchmarks are not tests: nothing here asserts a time.
+re-statement of the original's, the EM unit against a plain re-statement of the reference
+algorithm, and eval.py's EM-stage sweep in one pass against one run per count. CUDA rows (only
+where a GPU is visible): a real EMANet-101 training step in plain fp32 (the baseline), TF32 and
+the default (bf16 + channels_last, + compile with COMPILE=True) with its peak memory and model
+FLOP utilisation against the measured bf16 matmul rate, eval.py's own inference (validate) on
+VOC-sized images, single scale and 6 scales + flip, and the sweep again. Benchmarks are not
+tests: nothing here asserts a time.
 """
 import contextlib
 import os
@@ -265,6 +266,35 @@ def bench_inference(root, n):
                 1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
 
 
+def bench_sweep(root, device, n):
+    """The EM-stage sweep STAGE_NUM_EVAL=(1,2,3,4,6,8) of EMANet-101 in one validate (the
+    backbone once per image) against six validates, one per count; the scores must agree."""
+    import eval as evaluation
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
+    def run(counts):
+        with changed(settings, STAGE_NUM_EVAL=counts):
+            sync()
+            start = time.perf_counter()
+            scores = evaluation.validate(net, data, device)
+            sync()
+            return time.perf_counter() - start, scores
+    with changed(settings, **R101, NUM_WORKERS=0 if device.type == 'cpu' else 4):
+        torch.manual_seed(0)
+        net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
+        data = torch.utils.data.Subset(dataset.ValDataset('trainaug', root=root), range(n))
+        run(3)  # warm-up
+        one, swept = run((1, 2, 3, 4, 6, 8))
+        apart = 0
+        for count in (1, 2, 3, 4, 6, 8):
+            seconds, alone = run(count)
+            apart += seconds
+            if alone[count]['confusion'] != swept[count]['confusion']:
+                raise RuntimeError(f'the sweep scored T={count} unlike a run of it alone')
+    row(f'EM stage sweep (1,2,3,4,6,8), {n} images, {device.type}', n / one, 'images/s',
+        'six runs', n / apart, note='the same scores as the six runs')
+
+
 def bench_cuda(root, n):
     name = torch.cuda.get_device_name()
     rate = matmul_rate()
@@ -283,6 +313,7 @@ def bench_cuda(root, n):
             row(f'  model FLOP utilisation, batch {batch}, {mode}', got[mode][2] / rate,
                 'of matmul', 'plain fp32', base[2] and base[2] / rate)
     bench_inference(root, n)
+    bench_sweep(root, torch.device('cuda'), n)
 
 # ---------------------------------------------------------------------------- main
 
@@ -299,6 +330,7 @@ def main():
         n = len(voc_like_folder(root))
         bench_data(root, n)
         bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
+        bench_sweep(root, torch.device('cpu'), 2)
         if torch.cuda.is_available():
             bench_emau(torch.device('cuda'))
             bench_cuda(root, n)

@@ -12,7 +12,7 @@
 set -eu
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-"$PY" - "$@" <<'PYTHON'
+"$PY" -B - "$@" <<'PYTHON'  # -B: import settings without writing a cache here
 import fcntl, fnmatch, os, re, sys
 import settings
 

@@ -1,8 +1,8 @@
 #!/bin/sh
 # The toy demo, end to end on the CPU: make the toy data, train a small EMANet from scratch with
 # train.py, score it with eval.py. Same code paths as VOC; the only differences from the VOC
-# recipe are these settings (a ResNet-18 without ImageNet weights on 57-pixel crops, so BN
-# statistics must move: BN_MOM=0.1; few iterations, so a larger LR).
+# recipe are these settings (a ResNet-18 without ImageNet weights, so BN statistics must move:
+# BN_MOM=0.1; 57-pixel crops that hold each 48-56 px toy image whole; few steps, a larger LR).
 # Usage, from any folder: sh demo.sh    (again: resumes or re-scores; sh clean.sh + rm -r toy/)
 set -eu
 cd "$(dirname "$0")"

@@ -242,7 +242,7 @@ def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
     assert digests[0] == digests[1] != digests[2]
     with pytest.raises(config.UserError, match='already holds other files'):
         toy.make_toy(str(tmp_path), n_train=1, n_val=1)
-    assert toy.make_toy(b, seed=5, n_train=3, n_val=2, size=(100, 128))['CROP_SIZE'] == 97
+    assert toy.make_toy(b, seed=5, n_train=3, n_val=2, size=(100, 128))['CROP_SIZE'] == 129
     # every class appears, borders are 255, and the mean colour of an object says little:
     # class centroids of object colours fitted on 100 images classify 100 others near chance
     means, classes = [], []
@@ -278,7 +278,7 @@ def test_toy_command_line_and_its_mistakes(tmp_path, monkeypatch, capsys):
                                       '--val', '1', '--size', '40', '48'])
     dataset.main()
     out = capsys.readouterr().out
-    assert f'DATA_ROOT={tmp_path / "t"} N_CLASSES=5 CROP_SIZE=33 SCALES=0.75,1.0,1.25' in out
+    assert f'DATA_ROOT={tmp_path / "t"} N_CLASSES=5 CROP_SIZE=49 SCALES=0.75,1.0,1.25' in out
     assert config.parse('SCALES', '0.75,1.0,1.25') == (0.75, 1.0, 1.25)
     assert len(os.listdir(tmp_path / 't' / 'JPEGImages')) == 3
 
