@@ -37,8 +37,9 @@ def git_state():
 
 
 def versions():
-    """The versions of everything that decides the numbers: Python, torch, CUDA, and the
-    libraries that decode and resize the data."""
+    """The versions of everything that decides the numbers: Python, torch, CUDA, the libraries
+    that decode and resize the data, and the CPU's vector instructions that torch's kernels use
+    (the same code and versions give other low digits on an AVX2 and an AVX-512 machine)."""
     import torch  # imported here: compare.py reads records without it
     import cv2
     import numpy
@@ -46,7 +47,8 @@ def versions():
     cuda = torch.cuda.is_available()
     return {'python': platform.python_version(), 'torch': torch.__version__,
             'numpy': numpy.__version__, 'opencv': cv2.__version__, 'pillow': PIL.__version__,
-            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if cuda else None}
+            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version() if cuda else None,
+            'cpu': torch.backends.cpu.get_cpu_capability()}
 
 
 def run_record(**extra):

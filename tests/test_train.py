@@ -180,7 +180,8 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert not any(f.endswith('.lock') for f in logs + models)  # removed at the end
     records = [f for f in logs if f.startswith('train-') and f.endswith('.json')]
     record = json.load(open(os.path.join(tmp, 'logdir', records[0])))
-    assert len(records) == 1 and {'opencv', 'pillow', 'numpy', 'torch'} <= set(record['versions'])
+    assert len(records) == 1
+    assert {'opencv', 'pillow', 'numpy', 'torch', 'cpu'} <= set(record['versions'])
     metrics = [json.loads(line) for line in open(os.path.join(tmp, 'logdir', 'metrics.jsonl'))]
     assert [m['step'] for m in metrics if 'loss' in m] == [2, 4, 6]
     val = [m for m in metrics if 'val_mIoU' in m]
