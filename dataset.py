@@ -150,10 +150,12 @@ def find_image(stem):
 def read_image(path):
     """RGB uint8 (H, W, 3); grayscale, 16-bit, CMYK and RGBA files become RGB. EXIF
     orientation is ignored: labels are drawn on the stored pixels."""
+    if not os.path.isfile(path):  # checked here: OpenCV would print a warning of its own
+        raise config.UserError(f'image {path} cannot be read: it does not exist.')
     rgb = getattr(cv2, 'IMREAD_COLOR_RGB', None)  # OpenCV >= 4.10 decodes straight to RGB
     image = cv2.imread(path, (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise config.UserError(f'image {path} cannot be read: it is missing or not an image.')
+        raise config.UserError(f'image {path} cannot be read: it is not an image file.')
     return image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
