@@ -87,8 +87,12 @@ def _convert(default, value):
     if isinstance(default, int):
         return value if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any float: infinite, refused by the range check
+            return math.inf if value > 0 else -math.inf
     if isinstance(default, str):
         return value if isinstance(value, str) else None
     if isinstance(default, tuple):

@@ -95,6 +95,7 @@ def test_relative_paths_are_taken_from_the_project_folder():
     ("EVAL_MODE='tiles'", "EVAL_MODE=tiles must be one of 'whole', 'slide'"),
     ('SLIDE_STEP=600', 'SLIDE_STEP=600 must be in [1, 513]'),
     ('LR=0.0', 'LR=0.0 must be a positive finite number'),
+    ('LR=' + '9' * 400, 'LR=inf must be a positive finite number'),  # an int beyond floats
     ("LOSS='focal'", "LOSS=focal must be one of 'ce', 'ohem'"),
 ])
 def test_out_of_range_settings_are_refused_before_anything_runs(arg, message):
