@@ -391,6 +391,8 @@ def plot(found, out):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize='small')
+        else:  # val mIoU of runs trained with VAL_EVERY=0
+            ax.text(0.5, 0.5, 'none logged', ha='center', transform=ax.transAxes)
     for run in found:
         if not any(run['curves'].values()):
             problem(f'{run["folder"]}: no training curves in {run["log_dir"]}')

@@ -269,6 +269,11 @@ def test_plot_three_panels(tmp_path, capsys, monkeypatch):
     assert [list(line.get_xdata()) for line in axes[0].lines] == [[2, 4, 6], [3, 6]]
     assert [line.get_label() for line in axes[1].lines] == ['a', 'b']
     assert list(axes[2].lines[0].get_ydata()) == [pytest.approx(40)]
+    assert not axes[2].texts
+    metrics(tmp_path / 'c' / 'logdir', {'step': 2, 'loss': 0.5, 'lr': 0.01})  # VAL_EVERY=0
+    figures.clear()
+    run(capsys, '--plot', tmp_path / 'c.png', tmp_path / 'c' / 'logdir')
+    assert [t.get_text() for t in figures[0].axes[2].texts] == ['none logged']
 
 
 def test_user_mistakes_and_help(tmp_path, capsys):
