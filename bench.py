@@ -196,34 +196,43 @@ MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False),
          'default': dict(tf32=True, amp=True, channels_last=True)}
 
 
-def bench_train_step(batch, mode, steps=10):
-    """images/s, peak GiB and FLOPs/s of real SGD steps of EMANet-101 OS8 at 513x513."""
+@contextlib.contextmanager
+def train_step(batch, mode, device='cuda', size=513):
+    """Inside: one real SGD step of EMANet-101 OS8 on size x size crops in `mode`, as a
+    function of no arguments (bench_train_step times it, .ci/gpu profiles it)."""
     import recipe
-    from torch.utils.flop_counter import FlopCounterMode
     m = MODES[mode]
-    torch.cuda.empty_cache()  # what the previous row held
     with changed(settings, **R101, AMP=m['amp']), \
             changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True), \
             changed(torch.backends.cuda.matmul, allow_tf32=m['tf32']):
         torch.manual_seed(0)
-        net = network.EMANet(21, 101).cuda()
+        net = network.EMANet(21, 101).to(device)
         if m['channels_last']:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(recipe.param_groups(net), lr=1e-3, momentum=0.9)
-        x = torch.randint(0, 256, (batch, 3, 513, 513), dtype=torch.uint8, device='cuda')
-        y = torch.randint(0, 21, (batch, 513, 513), dtype=torch.uint8, device='cuda')
+        x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+        y = torch.randint(0, 21, (batch, size, size), dtype=torch.uint8, device=device)
         model = torch.compile(net) if mode == 'default' and settings.COMPILE else net
 
         def step():
             img = transforms.normalize_batch(x, settings.MEAN, settings.STD)
             if m['channels_last']:
                 img = img.contiguous(memory_format=torch.channels_last)
-            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=m['amp']):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                                enabled=m['amp']):
                 loss = recipe.loss_fn(model(img), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        try:
+        yield step
+
+
+def bench_train_step(batch, mode, steps=10):
+    """images/s, peak GiB and FLOPs/s of real SGD steps of EMANet-101 OS8 at 513x513."""
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.cuda.empty_cache()  # what the previous row held
+    try:
+        with train_step(batch, mode) as step:
             for _ in range(3):
                 step()
             torch.cuda.reset_peak_memory_stats()
@@ -233,9 +242,9 @@ def bench_train_step(batch, mode, steps=10):
             with counter:
                 step()
             return batch / seconds, peak, counter.get_total_flops() / seconds
-        except torch.cuda.OutOfMemoryError:
-            print(f'train step batch {batch}, {mode}: out of memory', flush=True)
-            return None
+    except torch.cuda.OutOfMemoryError:
+        print(f'train step batch {batch}, {mode}: out of memory', flush=True)
+        return None
 
 
 def matmul_rate(n=8192, inner=50, repeats=5):
