@@ -42,9 +42,10 @@ def row(name, value, unit, baseline=None, baseline_value=None, note=''):
     print(f'{name:<46}{value:>10.4g} {unit:<10}{ratio_text}  {note}', flush=True)
 
 
-def timed(fn, repeats, sync=lambda: None):
-    """Median seconds of fn() over `repeats` calls after one warm-up call."""
-    fn()
+def timed(fn, repeats, sync=lambda: None, warm_up=True):
+    """Median seconds of fn() over `repeats` calls, after one warm-up call unless told not."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         sync()
@@ -280,26 +281,24 @@ def bench_sweep(root, device, n):
     backbone once per image) against six validates, one per count; the scores must agree."""
     import eval as evaluation
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    scores = {}
 
-    def run(counts):
-        with changed(settings, STAGE_NUM_EVAL=counts):
-            sync()
-            start = time.perf_counter()
-            scores = evaluation.validate(net, data, device)
-            sync()
-            return time.perf_counter() - start, scores
+    def run(counts):  # seconds of one validate with STAGE_NUM_EVAL=counts; scores kept
+        def score():
+            with changed(settings, STAGE_NUM_EVAL=counts):
+                scores[counts] = evaluation.validate(net, data, device)
+        return timed(score, 1, sync, warm_up=False)
     with changed(settings, **R101, NUM_WORKERS=0 if device.type == 'cpu' else 4):
         torch.manual_seed(0)
         net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
         data = dataset.ValDataset('trainaug', root=root)
         data.ids = data.ids[:n]
-        run(3)  # warm-up
-        one, swept = run((1, 2, 3, 4, 6, 8))
-        apart = 0
-        for count in (1, 2, 3, 4, 6, 8):
-            seconds, alone = run(count)
-            apart += seconds
-            if alone[count]['confusion'] != swept[count]['confusion']:
+        run(3)  # one warm-up for all
+        counts = (1, 2, 3, 4, 6, 8)
+        one = run(counts)
+        apart = sum(run(count) for count in counts)
+        for count in counts:
+            if scores[count][count]['confusion'] != scores[counts][count]['confusion']:
                 raise RuntimeError(f'the sweep scored T={count} unlike a run of it alone')
     row(f'EM stage sweep (1,2,3,4,6,8), {n} images, {device.type}', n / one, 'images/s',
         'six runs', n / apart, note='the same scores as the six runs')
