@@ -168,9 +168,9 @@ def read_label(path, n_classes, ignore):
         raise config.UserError(f'label {path} cannot be read ({type(e).__name__}); it is '
                                f'missing or not a PNG file.') from None
     if mode not in ('P', 'L', 'I', 'I;16'):
-        raise config.UserError(f'label {path} is a {mode} image, not an index PNG (palette or '
-                               f'grayscale with class numbers as values); convert it (see '
-                               f'"Your own dataset" in the README).')
+        raise config.UserError(f'label {path} is an image of mode {mode}, not an index PNG '
+                               f'(palette or grayscale with class numbers as values); convert it '
+                               f'(see "Your own dataset" in the README).')
     bad = (label >= n_classes) & (label != ignore)
     if bad.any():
         values = np.unique(label[bad])

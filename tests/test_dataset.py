@@ -118,7 +118,7 @@ def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
 
 
 @pytest.mark.parametrize('problem, match', [
-    ('rgb', 'a.png is a RGB image, not an index PNG'),
+    ('rgb', 'a.png is an image of mode RGB, not an index PNG'),
     ('size', 'a.png is 21x15 but its image .*a.jpg is 20x15'),
     ('value', r'a.png has values \[7\] outside \[0, 5\) and 255'),
     ('image', 'a.jpg cannot be read'),

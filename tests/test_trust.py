@@ -198,12 +198,12 @@ def test_a_resume_refuses_a_broken_latest_checkpoint(toy_root, tmp_path, capsys,
 
 
 def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
-    from test_prepare import fake_voc_sbd
+    from downloads import fake_voc_sbd
     voc, sbd, _ = fake_voc_sbd(tmp_path)
     label = os.path.join(voc, 'SegmentationClass', 'v_tr.png')
     Image.fromarray(np.zeros((13, 19, 3), np.uint8)).save(label)  # an "edited" colour label
-    with pytest.raises(config.UserError, match=r'v_tr.png is a RGB image, not an index PNG .*; '
-                                               r"VOC's own SegmentationClass labels are palette "
-                                               r'PNGs of class indices, so download VOC 2012 '
-                                               r'again\.$'):
+    with pytest.raises(config.UserError, match=r'v_tr.png is an image of mode RGB, not an index '
+                                               r"PNG .*; VOC's own SegmentationClass labels are "
+                                               r'palette PNGs of class indices, so download VOC '
+                                               r'2012 again\.$'):
         prepare.prepare(voc, sbd, workers=1)
