@@ -1,6 +1,8 @@
-"""Speed and memory, each row against its baseline measured side by side in the same run.
+"""Speed and memory, each row against its baseline measured side by side in the same run; and the
+network's size and cost.
 
     python bench.py [KEY=VALUE ...]      # prints a table, writes LOG_DIR/bench.json
+    python bench.py cost [KEY=VALUE ...] # parameters and multiply-accumulates at 513x513
 
 CPU rows (any machine, about 2 minutes on 2 cores): the data pipeline against a plain
 re-statement of the original's, the EM unit against a plain re-statement of the reference
@@ -26,10 +28,11 @@ from PIL import Image
 
 import config
 import dataset
+import infer
 import network
+import recipe
 import runs
 import settings
-import transforms
 
 ROWS = []
 
@@ -201,7 +204,6 @@ MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False),
 def train_step(batch, mode, device='cuda', size=513):
     """Inside: one real SGD step of EMANet-101 OS8 on size x size crops in `mode`, as a
     function of no arguments (bench_train_step times it, .ci/gpu profiles it)."""
-    import recipe
     m = MODES[mode]
     with changed(settings, **R101, AMP=m['amp']), \
             changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True), \
@@ -216,12 +218,8 @@ def train_step(batch, mode, device='cuda', size=513):
         model = torch.compile(net) if mode == 'default' and settings.COMPILE else net
 
         def step():
-            img = transforms.normalize_batch(x, settings.MEAN, settings.STD)
-            if m['channels_last']:
-                img = img.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                                enabled=m['amp']):
-                loss = recipe.loss_fn(model(img), y)
+            with infer.autocast(x.device):  # bf16 where AMP, as train.py
+                loss = recipe.loss_fn(model(infer.to_input(x, m['channels_last'])), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -259,18 +257,23 @@ def matmul_rate(n=8192, inner=50, repeats=5):
     return inner * 2 * n ** 3 / timed(many, repeats, torch.cuda.synchronize)
 
 
+def eval_net_and_data(root, device):
+    """EMANet-101 OS8 as eval.py runs it (eval mode, channels_last) and the VOC-sized images;
+    inside changed(settings, **R101)."""
+    torch.manual_seed(0)
+    net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
+    return net, dataset.ValDataset('trainaug', root=root)
+
+
 def bench_inference(root, n):
     """images/s of eval.py's own path (validate: padding, scales, flip, bf16) on n VOC-sized
     images, single scale and 6 scales + flip, projected to the 1449 VOC val images."""
-    import eval as evaluation
     device = torch.device('cuda')
     with changed(settings, **R101, NUM_WORKERS=4):
-        torch.manual_seed(0)
-        net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
-        data = dataset.ValDataset('trainaug', root=root)
+        net, data = eval_net_and_data(root, device)
         for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
             with changed(settings, EVAL_SCALES=scales, EVAL_FLIP=flip):
-                seconds = timed(lambda: evaluation.validate(net, data, device), 2,
+                seconds = timed(lambda: infer.validate(net, data, device), 2,
                                 torch.cuda.synchronize) / n
             row(f'inference 500x375 (validate), {len(scales)} scale(s){" + flip" * flip}',
                 1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
@@ -279,19 +282,16 @@ def bench_inference(root, n):
 def bench_sweep(root, device, n):
     """The EM-stage sweep STAGE_NUM_EVAL=(1,2,3,4,6,8) of EMANet-101 in one validate (the
     backbone once per image) against six validates, one per count; the scores must agree."""
-    import eval as evaluation
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     scores = {}
 
     def run(counts):  # seconds of one validate with STAGE_NUM_EVAL=counts; scores kept
         def score():
             with changed(settings, STAGE_NUM_EVAL=counts):
-                scores[counts] = evaluation.validate(net, data, device)
+                scores[counts] = infer.validate(net, data, device)
         return timed(score, 1, sync, warm_up=False)
     with changed(settings, **R101, NUM_WORKERS=0 if device.type == 'cpu' else 4):
-        torch.manual_seed(0)
-        net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
-        data = dataset.ValDataset('trainaug', root=root)
+        net, data = eval_net_and_data(root, device)
         data.ids = data.ids[:n]
         run(3)  # one warm-up for all
         counts = (1, 2, 3, 4, 6, 8)
@@ -327,11 +327,14 @@ def bench_cuda(root, n):
 # ---------------------------------------------------------------------------- main
 
 
-@config.main
-def main():
-    rest = config.apply_overrides(sys.argv[1:], __doc__)
+@config.command
+def main(argv):
+    rest = config.apply_overrides(argv, __doc__)
+    if rest == ['cost']:
+        return print_cost()
     if rest:
-        raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE.')
+        raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE, '
+                               f'or cost and KEY=VALUE.')
     record = runs.run_record()  # the settings as given, before any row changes them
     print(f'bench.py on {torch.get_num_threads()} CPU threads'
           f'{", " + torch.cuda.get_device_name() if torch.cuda.is_available() else ""}')
@@ -347,5 +350,19 @@ def main():
     print('written to', runs.write_record({**record, 'rows': ROWS}, log_dir, 'bench.json'))
 
 
+def print_cost():
+    """The configured EMANet's parameters and multiply-accumulates at 513x513, by part."""
+    table = network.cost()
+    print(f'EMANet-{settings.N_LAYERS}, output stride {settings.STRIDE}, {settings.STEM} stem, '
+          f'EMA {settings.EMA_CHANNELS} channels, K={settings.N_BASES}, '
+          f'T={network.stage_counts()[0]}, 513x513 input')
+    print(f'{"part":<16}{"params":>12}{"MACs":>12}')
+    for name, (params, macs) in table.items():
+        print(f'{name:<16}{params / 1e6:>11.2f}M{macs / 1e9:>11.2f}G')
+    head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
+    print(f'{"fc0+emau":<16}{head[0] / 1e6:>+11.2f}M{head[1] / 1e9:>+11.2f}G'
+          '   (the "+" columns of the paper\'s Table 1)')
+
+
 if __name__ == '__main__':
-    main()
+    main(sys.argv[1:])

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Remove what runs wrote, by name, and nothing else:
-#   MODEL_DIR: latest.pth, final.pth, best.pth, step_<N>.pth, train.lock, *.pth.tmp<pid>
+#   MODEL_DIR: latest.pth, final.pth, best.pth, step_<N>.pth, train.lock
 #   LOG_DIR:   train.log, train-*.json, metrics.jsonl, events.out.tfevents.*, train.log.lock,
 #              eval_*.json, eval_*_confusion.png, eval_*_pred/, eval_*_attention/, predict_*/,
-#              bench.json, and the *.tmp<pid> leftovers of a killed write
+#              bench.json
+#   both:      the temporary files of killed writes (runs.temporary: <name>.tmp<pid>[.ext])
 # plus the Python and pytest caches here. Other files stay (it says which). It refuses while a
 # train.py holds the folders, and a LOG_DIR that holds the project, DATA_ROOT or the ImageNet
 # weights (PRETRAINED).
@@ -14,7 +15,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 "$PY" -B - "$@" <<'PYTHON'  # -B: import settings without writing a cache here
 import fcntl, fnmatch, os, re, sys
-import settings
+import runs, settings
 
 here = os.path.realpath('.')
 given = dict(arg.partition('=')[::2] for arg in sys.argv[1:])
@@ -50,20 +51,19 @@ def empty_ours(folder):
     the folders left empty; True when folder itself went."""
     for top, dirs, files in os.walk(folder, topdown=False):
         for name in files:
-            if any(fnmatch.fnmatch(name, p) for p in ('*.png', '*.jpg', '*.tar.gz', TMP)):
+            if any(fnmatch.fnmatch(name, p) for p in ('*.png', '*.jpg', '*.tar.gz')) or \
+                    runs.is_leftover(name):
                 os.remove(os.path.join(top, name))
         if not os.listdir(top):
             os.rmdir(top)
     return not os.path.exists(folder)
 
 
-TMP = '*.tmp[0-9]*'  # config.atomic's temporary files: <name>.tmp<pid>[.ext]
 OURS = {}  # folder: (file patterns, folder patterns); LOG_DIR may be MODEL_DIR
 for folder, files, folders in (
-        (model_dir, ['latest.pth', 'final.pth', 'best.pth', 'step_[0-9]*.pth', 'train.lock',
-                     'latest.pth.tmp.lock', '*.pth' + TMP], []),
+        (model_dir, ['latest.pth', 'final.pth', 'best.pth', 'step_[0-9]*.pth', 'train.lock'], []),
         (log_dir, ['train.log', 'train-*.json', 'metrics.jsonl', 'events.out.tfevents.*',
-                   'train.log.lock', 'eval_*.json', 'eval_*_confusion.png', 'bench.json', TMP],
+                   'train.log.lock', 'eval_*.json', 'eval_*_confusion.png', 'bench.json'],
          ['eval_*_pred', 'eval_*_attention', 'predict_*'])):
     have = OURS.setdefault(folder, ([], []))
     have[0].extend(files)
@@ -75,6 +75,7 @@ for folder, (files, folders) in OURS.items():
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         ours = any(fnmatch.fnmatch(name, p) for p in (folders if os.path.isdir(path) else files))
+        ours = ours or not os.path.isdir(path) and runs.is_leftover(name)
         if ours and name.endswith('.pth') and name.startswith('step_'):
             ours = re.fullmatch(r'step_\d+\.pth', name) is not None
         if ours and os.path.isdir(path) and not os.path.islink(path):

@@ -40,8 +40,8 @@ HEADS = {'wall_time_s': 'wall time', 'final_loss': 'final loss', 'git_sha': 'git
          'init_from': 'init from'}
 
 
-@config.main
-def main(argv=None):
+@config.command
+def main(argv):
     args = parse_args(argv)
     if not args.dirs:
         raise config.UserError('no folder given; pass experiment or log folders, like '
@@ -404,4 +404,4 @@ def plot(found, out):
 
 
 if __name__ == '__main__':
-    main()
+    main(sys.argv[1:])

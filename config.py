@@ -1,15 +1,17 @@
-"""The plumbing around settings.py: KEY=VALUE overrides and their checks, run records, safe
-writes and checkpoint reads, torchrun set-up, and the one way a script reports a mistake the
-user can fix (one sentence, exit status 2)."""
+"""The plumbing under every script: KEY=VALUE overrides of settings.py and their checks, the
+start of a script (a mistake the user can fix ends it as one sentence, exit status 2), and the
+processes (torchrun set-up, a pool of threads). Not here: what a run writes (runs.py)."""
 import ast
+import concurrent.futures
+import contextlib
 import difflib
 import functools
 import math
 import os
 import re
+import shlex
 import signal
 import sys
-
 
 import settings
 
@@ -20,9 +22,9 @@ class UserError(Exception):
     """A mistake the user can fix (a setting, a path, a file): printed as one sentence."""
 
 
-def main(fn):
-    """Run a script's main(): a UserError ends it with its sentence and exit status 2; SIGTERM
-    (what cluster schedulers send) ends it like Ctrl-C, with exit status 130."""
+def command(fn):
+    """Decorate a script's main(argv): a UserError ends it with its sentence and exit status 2;
+    SIGTERM (what cluster schedulers send) ends it like Ctrl-C, with exit status 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         previous = signal.getsignal(signal.SIGTERM)
@@ -47,7 +49,17 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-# forked helpers (data loader workers, pools) die quietly on SIGTERM, as they would without us
+@contextlib.contextmanager
+def as_user_error(*kinds):
+    """Inside, an exception of `kinds` (whose message is already one sentence for the user, like
+    network.WeightsError) becomes a UserError."""
+    try:
+        yield
+    except kinds as e:
+        raise UserError(str(e)) from None
+
+
+# forked data loader workers die quietly on SIGTERM, as they would without us
 os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
@@ -135,6 +147,12 @@ def parse(key, text):
     return converted
 
 
+def as_arguments(values):
+    """{KEY: value} as one line of KEY=VALUE arguments for a shell (tuples as 1,2,3)."""
+    text = {k: ','.join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in values.items()}
+    return ' '.join(f'{k}={shlex.quote(v)}' for k, v in text.items())
+
+
 def is_setting(arg):
     """KEY=VALUE is a setting; a path that exists, or a lower-case 'name=value/...' (an
     experiment folder like lr=0.1/final.pth), is not."""
@@ -165,12 +183,6 @@ def crop_size(value=None):
     """CROP_SIZE (or `value`) as (height, width)."""
     value = settings.CROP_SIZE if value is None else value
     return tuple(value) if isinstance(value, tuple) else (value, value)
-
-
-def stage_counts():
-    """The EM stage counts of evaluation: STAGE_NUM_EVAL as a tuple, 0 meaning STAGE_NUM."""
-    value = settings.STAGE_NUM_EVAL
-    return tuple(value) if isinstance(value, tuple) else (value or settings.STAGE_NUM,)
 
 
 def _rules(s):
@@ -255,12 +267,6 @@ def check():
                         'comments there); fix it, or pass the key as KEY=VALUE.')
 
 
-# ---------------------------------------------------------------------------- run records
-
-
-# ---------------------------------------------------------------------------- files
-
-
 # ---------------------------------------------------------------------------- processes
 
 def init_distributed():
@@ -269,7 +275,6 @@ def init_distributed():
     import torch
     import torch.distributed as dist
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    rank = int(os.environ.get('RANK', '0'))
     local = int(os.environ.get('LOCAL_RANK', '0'))
     if torch.cuda.is_available():
         device = torch.device('cuda', local)
@@ -278,7 +283,15 @@ def init_distributed():
         device = torch.device('cpu')
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    return rank, world, device
+    return *rank_world(), device
+
+
+def rank_world():
+    """(rank, world size) of this process: (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def gather(value, world):
@@ -287,3 +300,32 @@ def gather(value, world):
     values = [None] * world
     dist.all_gather_object(values, value)
     return values
+
+
+def end_distributed():
+    """Leave torch.distributed, when in it (the end of every script that may run under torchrun)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parallel(fn, jobs, workers=None, desc=None):
+    """[fn(job) for job in jobs], in order, on `workers` threads (default: every core), with a
+    progress bar named `desc`. Threads, not processes: the work here (decoding and encoding
+    images, reading files) releases the GIL, and no process is forked after torch has started
+    its threads (unsafe) or started afresh without the KEY=VALUE overrides (forkserver, spawn)."""
+    from tqdm import tqdm
+    jobs = list(jobs)
+    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    bar = tqdm(total=len(jobs), desc=desc, unit='file', disable=desc is None or not jobs)
+    with bar, concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()  # the first error stops the rest
+                bar.update()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return [future.result() for future in futures]

@@ -1,5 +1,5 @@
-"""Reading a prepared dataset: every dataset (VOC, the others `prepare` makes, your own) has one
-layout under DATA_ROOT, which the same code reads for training and evaluation:
+"""Reading a prepared dataset for training and evaluation, and checking one. Every dataset (VOC,
+the others prepare.py makes, toy.py's, your own) has this layout under DATA_ROOT:
 
     JPEGImages/<id>.jpg (or .png, .jpeg, .bmp, .webp)   the images (files or links)
     SegmentationClassAug/<id>.png                       labels: class index per pixel
@@ -7,12 +7,11 @@ layout under DATA_ROOT, which the same code reads for training and evaluation:
     classes.txt                                         class names, one per line (optional)
     palette.txt                                         "R G B" per class (optional)
 
-    python dataset.py prepare NAME SOURCE...    # an official download -> this layout
-    python dataset.py toy <dir>                 # a small synthetic dataset in this layout
-    python dataset.py check [DATA_ROOT]         # verify a prepared dataset, class statistics
+    python dataset.py check [DATA_ROOT] [--workers N]   # verify it, with class statistics
+
+Not here: writing the layout (prepare.py, toy.py and preparation.py).
 """
 import argparse
-import multiprocessing
 import os
 import sys
 
@@ -21,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 import config
-import runs
 import settings
 import transforms
 
@@ -31,8 +29,8 @@ VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', '
                'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
                'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
 IMAGE_EXTS = ('.jpg', '.png', '.jpeg', '.bmp', '.webp')
-HOW_TO_MAKE = ('run `python dataset.py prepare NAME SOURCE...` (see the README) or make toy '
-               'data with `python dataset.py toy <dir>`, and set DATA_ROOT to it')
+HOW_TO_MAKE = ('run `python prepare.py NAME SOURCE...` (see the README) or make toy data with '
+               '`python toy.py <dir>`, and set DATA_ROOT to it')
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -125,15 +123,20 @@ def read_text(path, what):
                                f'UTF-8.') from None
 
 
+def read_ids(path, what='list'):
+    """The first word of each non-empty line of a text file (a list of ids)."""
+    return [line.split()[0] for line in read_text(path, what) if line.strip()]
+
+
 def read_list(path):
-    """The ids of a split list (first word of each non-empty line)."""
+    """The ids of a split list of a prepared dataset, which must exist and hold some."""
     if not os.path.isfile(path):
         folder = os.path.dirname(path)
         have = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.txt')) \
             if os.path.isdir(folder) else []
         raise config.UserError(f'list {path} does not exist (lists there: {have or "none"}); '
                                f'{HOW_TO_MAKE}.')
-    ids = [line.split()[0] for line in read_text(path, 'list') if line.strip()]
+    ids = read_ids(path)
     if not ids:
         raise config.UserError(f'list {path} is empty; {HOW_TO_MAKE}.')
     return ids
@@ -177,25 +180,6 @@ def read_label(path, n_classes, ignore):
         raise config.UserError(f'label {path} has values {values[:8].tolist()} outside '
                                f'[0, {n_classes}) and {ignore}; fix the file or N_CLASSES.')
     return label.astype(np.uint8, copy=False)
-
-
-def write_label(label, path, colours=None):
-    """An index PNG in `colours` (a palette(); VOC's by default), written atomically."""
-    img = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
-    img.putpalette(colours or palette())
-    with runs.atomic(path, '.png') as tmp:
-        img.save(tmp)
-
-
-def write_text(path, lines):
-    """Write lines of text atomically, only when the file does not hold them already."""
-    text = ''.join(f'{line}\n' for line in lines)
-    if os.path.isfile(path):
-        with open(path, encoding='utf-8', errors='replace') as f:
-            if f.read() == text:
-                return
-    with runs.atomic(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
 
 
 # ---------------------------------------------------------------------------- classes
@@ -251,12 +235,6 @@ def palette(root=None):
     return rgb.ravel().tolist()
 
 
-def colorize(label, colours=None):
-    """RGB uint8 (H, W, 3) of a label map in `colours` (a palette(); VOC's by default)."""
-    table = np.array(colours or palette(), np.uint8).reshape(256, 3)
-    return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
-
-
 def meta(root=None):
     """What a checkpoint keeps of its dataset so that predictions need no data: the class
     names and the palette."""
@@ -270,7 +248,6 @@ def check(root=None, workers=None, show=8):
     """Read every image and label of every split of a prepared dataset: sizes, label values,
     pixels and images per class. Prints a table and the first problems; returns the number
     of problems."""
-    from tqdm import tqdm
     root = data_root(root)
     lists = os.path.join(root, 'ImageSets', 'Segmentation')
     splits = sorted(f[:-4] for f in os.listdir(lists) if f.endswith('.txt')) \
@@ -287,13 +264,11 @@ def check(root=None, workers=None, show=8):
             os.path.join(root, 'SegmentationClassAug', f'{i}.png'))]
         jobs = [(root, i, n, settings.IGNORE_LABEL, bool(labelled)) for i in ids]
         pixels, images, bad = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), []
-        with multiprocessing.Pool(workers or os.cpu_count()) as pool:
-            for counts, problem in tqdm(pool.imap(_check_one, jobs, chunksize=16),
-                                        total=len(jobs), desc=split, unit='img'):
-                pixels += counts
-                images += counts[:n] > 0
-                if problem:
-                    bad.append(problem)
+        for counts, problem in config.parallel(_check_one, jobs, workers, split):
+            pixels += counts
+            images += counts[:n] > 0
+            if problem:
+                bad.append(problem)
         kind = 'labelled' if labelled else 'unlabelled (images only)'
         print(f'\n{split}: {len(ids)} ids, {kind}, {len(bad)} with problems')
         if labelled:
@@ -330,27 +305,21 @@ def _check_one(job):
 
 # ---------------------------------------------------------------------------- command line
 
-@config.main
-def main():
-    import prepare
-    import toy
-    parser = argparse.ArgumentParser(prog='dataset.py', description=__doc__.split('\n')[0])
+@config.command
+def main(argv):
+    parser = argparse.ArgumentParser(prog='dataset.py', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
     sub = parser.add_subparsers(dest='command', required=True)
-    prepare.add_arguments(sub.add_parser('prepare', help='an official download -> the layout'))
-    toy.add_arguments(sub.add_parser('toy', help='a small synthetic dataset in the layout'))
     c = sub.add_parser('check', help='verify a prepared dataset and count its classes')
     c.add_argument('root', nargs='?', help='the prepared folder (default: DATA_ROOT)')
-    c.add_argument('--workers', type=int, default=0, help='processes (default: every core)')
-    args = parser.parse_args(config.apply_overrides(sys.argv[1:]))
-    if getattr(args, 'workers', 0) < 0:
+    c.add_argument('--workers', type=int, default=0, help='threads (default: every core)')
+    args = parser.parse_args(config.apply_overrides(argv))
+    if args.workers < 0:
         raise config.UserError(f'--workers {args.workers} must be 0 (every core) or more.')
-    if args.command == 'prepare':
-        prepare.run(args)
-    elif args.command == 'toy':
-        toy.run(args)
-    elif check(args.root, args.workers or None):
+    if check(args.root, args.workers or None):
         sys.exit(1)
 
 
 if __name__ == '__main__':
-    main()
+    main(sys.argv[1:])

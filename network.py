@@ -1,21 +1,23 @@
-"""EMANet: a dilated ResNet, then fc0, the EM attention unit (EMAU), fc1 and fc2.
+"""EMANet: a dilated ResNet, then fc0, the EM attention unit (EMAU), fc1 and fc2, and the loading
+of weights into it. Not here: files, checkpoints and the training recipe.
 
-Read from small to large: building blocks, ResNet, EMAU, EMANet, ImageNet weights, cost.
-Module and buffer names follow the original code, so its state dicts load strictly.
-`python network.py [KEY=VALUE ...]` prints parameters and multiply-accumulates at 513x513.
+Read from small to large: building blocks, ResNet, EMAU, EMANet, weights, ImageNet weights,
+cost. Module and buffer names follow the original code, so its state dicts load strictly.
+`python bench.py cost` prints the parameters and multiply-accumulates at 513x513.
 """
 import math
 import os
-import sys
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-import config
-import runs
 import settings
+
+
+class WeightsError(ValueError):
+    """Weights that do not fit the network, said in one sentence for the user."""
 
 # ---------------------------------------------------------------------------- building blocks
 
@@ -204,6 +206,13 @@ class EMAU(nn.Module):
 # ---------------------------------------------------------------------------- EMANet
 
 
+def stage_counts():
+    """The EM stage counts of evaluation: STAGE_NUM_EVAL as a tuple, 0 meaning STAGE_NUM (a
+    tuple is an evaluation sweep; the network itself takes the first)."""
+    value = settings.STAGE_NUM_EVAL
+    return tuple(value) if isinstance(value, tuple) else (value or settings.STAGE_NUM,)
+
+
 class EMANet(nn.Module):
     """EMANet (ICCV 2019). n_classes and n_layers as the original; the rest is read from
     settings when built. forward(img) -> logits at the image's size; with
@@ -217,7 +226,7 @@ class EMANet(nn.Module):
             backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
         c = settings.EMA_CHANNELS
         self.fc0 = ConvBNReLU(backbone.c_in, c, 3)
-        self.emau = EMAU(c, settings.N_BASES, settings.STAGE_NUM, config.stage_counts()[0],
+        self.emau = EMAU(c, settings.N_BASES, settings.STAGE_NUM, stage_counts()[0],
                          settings.EM_MOM)
         self.fc1 = nn.Sequential(ConvBNReLU(c, 256, 3), nn.Dropout2d(p=0.1))
         self.fc2 = nn.Conv2d(256, n_classes, 1)
@@ -243,19 +252,18 @@ class EMANet(nn.Module):
         b, _, h, w = x.shape
         return logits, z.transpose(1, 2).reshape(b, -1, h, w)    # (B, K, h, w)
 
-# ---------------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------------- weights
 
 
 def load_weights(net, state, target, fix, head_may_differ=False):
-    """Load a checkpoint's state dict into net, all of it or nothing, or say in one sentence why
-    it does not fit (ending with `fix`). Wrapper prefixes (DataParallel, DDP, torch.compile) are
-    dropped; files of older PyTorch versions without num_batches_tracked load. With
-    head_may_differ, a classifier (fc2) of another class count is left as initialised; returns
-    the keys so left."""
+    """Load the state dict of file `target` into net, all of it or nothing, or raise a
+    WeightsError saying in one sentence why it does not fit (ending with `fix`). Wrapper prefixes
+    (DataParallel, DDP, torch.compile) are dropped; files of older PyTorch versions without
+    num_batches_tracked load. With head_may_differ, a classifier (fc2) of another class count is
+    left as initialised; returns the keys so left."""
     for prefix in ('module.', '_orig_mod.'):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
-    runs.check_finite(state, target)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = [k for k in state if k not in own]
@@ -264,7 +272,7 @@ def load_weights(net, state, target, fix, head_may_differ=False):
     shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in differ
               if k not in skipped]
     if missing or unexpected or shapes:
-        raise config.UserError(
+        raise WeightsError(
             f'checkpoint {target} does not fit the network built with '
             f'{describe(settings_of(own))}: {describe(settings_of(state))} by its weights'
             + ''.join(f'; {what} {len(keys)} key(s) like {", ".join(keys[:3])}' for what, keys in
@@ -295,7 +303,8 @@ def settings_of(state):
 
 
 def describe(values):
-    return ' '.join(f'{k}={config.short(v)}' for k, v in values.items()) or 'unknown settings'
+    """Settings as 'KEY=value KEY=value' (for messages)."""
+    return ' '.join(f'{k}={v}' for k, v in values.items()) or 'unknown settings'
 
 # ---------------------------------------------------------------------------- ImageNet weights
 
@@ -311,13 +320,13 @@ def load_imagenet(net, path):
     """Load ImageNet weights into net.extractor, all or nothing; returns the tensor count.
     Takes the original's deep-stem files (STEM='deep') and torchvision's (STEM='torchvision')."""
     if not os.path.isfile(path):
-        raise config.UserError(
+        raise WeightsError(
             f'ImageNet weights {path} do not exist; download them into that path (see '
             f'models/README.md) or set PRETRAINED= to train from scratch.')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # a truncated or foreign file
-        raise config.UserError(f'ImageNet weights {path} cannot be read ({type(e).__name__}); '
+        raise WeightsError(f'ImageNet weights {path} cannot be read ({type(e).__name__}); '
                                f'download the file again.') from None
     state = state.get('state_dict', state) if isinstance(state, dict) else {}
     state = {k.removeprefix('module.'): v for k, v in state.items() if torch.is_tensor(v)}
@@ -327,21 +336,21 @@ def load_imagenet(net, path):
     if file_stem != settings.STEM:
         what = f"a {file_stem!r}-stem ResNet file" if file_stem else 'no ResNet stem'
         fix = f"set STEM='{file_stem}'" if file_stem else 'give a ResNet ImageNet file'
-        raise config.UserError(f'ImageNet weights {path} hold {what} but STEM='
+        raise WeightsError(f'ImageNet weights {path} hold {what} but STEM='
                                f'{settings.STEM!r}; {fix}.')
     target = {imagenet_name(k): v for k, v in net.extractor.state_dict().items()}
     for name, tensor in target.items():
         if name not in state and not name.endswith('num_batches_tracked'):
-            raise config.UserError(f'ImageNet weights {path} lack {name!r}; the file does not '
+            raise WeightsError(f'ImageNet weights {path} lack {name!r}; the file does not '
                                    f'fit N_LAYERS={settings.N_LAYERS}, '
                                    f'give the matching ResNet file.')
         if name in state and state[name].shape != tensor.shape:
-            raise config.UserError(
+            raise WeightsError(
                 f'ImageNet weights {path}: {name!r} has shape {tuple(state[name].shape)}, '
                 f'the backbone needs {tuple(tensor.shape)}; give the matching ResNet file.')
     extra = [k for k in state if k not in target and not k.startswith('fc.')]
     if extra:
-        raise config.UserError(f'ImageNet weights {path} hold {len(extra)} tensors the '
+        raise WeightsError(f'ImageNet weights {path} hold {len(extra)} tensors the '
                                f'backbone does not have (first: {extra[0]!r}); give the '
                                f'ResNet-{settings.N_LAYERS} file.')
     loaded = 0
@@ -373,24 +382,3 @@ def cost(size=513):
         params = sum(p.numel() for m in modules for p in m.parameters())
         result[name] = (params, counter.get_total_flops() // 2)
     return result
-
-
-@config.main
-def main():
-    rest = config.apply_overrides(sys.argv[1:], __doc__)
-    if rest:
-        raise config.UserError(f'unexpected argument {rest[0]!r}; network.py takes KEY=VALUE.')
-    table = cost()
-    print(f'EMANet-{settings.N_LAYERS}, output stride {settings.STRIDE}, {settings.STEM} stem, '
-          f'EMA {settings.EMA_CHANNELS} channels, K={settings.N_BASES}, '
-          f'T={config.stage_counts()[0]}, 513x513 input')
-    print(f'{"part":<16}{"params":>12}{"MACs":>12}')
-    for name, (params, macs) in table.items():
-        print(f'{name:<16}{params / 1e6:>11.2f}M{macs / 1e9:>11.2f}G')
-    head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
-    print(f'{"fc0+emau":<16}{head[0] / 1e6:>+11.2f}M{head[1] / 1e9:>+11.2f}G'
-          '   (the "+" columns of the paper\'s Table 1)')
-
-
-if __name__ == '__main__':
-    main()

@@ -1,6 +1,7 @@
-"""Pictures of results: palette PNGs of predictions, the image with its prediction blended
-over it and a legend, the bases' attention grid, and the confusion matrix. Every function takes
-uint8 RGB arrays (H, W, 3) or label maps (H, W) and the dataset's class names and colours."""
+"""Pictures of labels and results: index PNGs in a palette (labels and predictions), label maps
+in colour, the image with its prediction blended over it and a legend, the bases' attention
+grid, and the confusion matrix. Every function takes uint8 RGB arrays (H, W, 3) or label maps
+(H, W) and the dataset's class names and colours. Not here: reading labels (dataset.py)."""
 import math
 import os
 
@@ -12,21 +13,25 @@ import dataset
 import runs
 
 
-def save_png(pred, target, colours=None):
-    """An index PNG in `colours` (VOC's by default): decoding it gives `pred` (H, W) back
-    exactly. Written atomically."""
-    image = Image.fromarray(np.asarray(pred, np.uint8), mode='P')
+def write_label(label, target, colours=None):
+    """A label map or prediction (H, W) as an index PNG in `colours` (a dataset.palette(); VOC's
+    by default): decoding it gives the map back exactly. Written atomically."""
+    image = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
     image.putpalette(colours or dataset.palette())
     with runs.atomic(target, '.png') as tmp:
         image.save(tmp)
 
 
+def colorize(label, colours=None):
+    """RGB uint8 (H, W, 3) of a label map in `colours` (a dataset.palette(); VOC's by default)."""
+    table = np.array(colours or dataset.palette(), np.uint8).reshape(256, 3)
+    return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
+
+
 def overlay(image, pred, names, colours=None, alpha=0.5):
     """The image with the coloured prediction blended over it, and on its right a legend of
     the classes present (largest first)."""
-    table = np.array(colours or dataset.palette(), np.uint8).reshape(256, 3)
-    coloured = table[pred]
-    blend = cv2.addWeighted(image, 1 - alpha, coloured, alpha, 0)
+    blend = cv2.addWeighted(image, 1 - alpha, colorize(pred, colours), alpha, 0)
     present = np.bincount(pred.ravel(), minlength=len(names))[:len(names)]
     order = [c for c in np.argsort(-present, kind='stable') if present[c] > 0]
     row, width = 22, 12 + 14 + 9 * max([len(names[c]) for c in order] + [6])
@@ -34,7 +39,7 @@ def overlay(image, pred, names, colours=None, alpha=0.5):
     legend = np.full((height, width, 3), 255, np.uint8)
     for k, c in enumerate(order):
         y = 6 + k * row
-        cv2.rectangle(legend, (6, y), (20, y + 14), table[c].tolist(), cv2.FILLED)
+        cv2.rectangle(legend, (6, y), (20, y + 14), colorize(c, colours).tolist(), cv2.FILLED)
         cv2.putText(legend, names[c], (26, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
     out = np.full((height, blend.shape[1] + width, 3), 255, np.uint8)
@@ -49,7 +54,7 @@ def attention_tiles(image, z, pred, colours=None):
     maps = [(m - m.min()) / max(float(m.max() - m.min()), 1e-12) for m in z]
     maps = [np.round(255 * m).astype(np.uint8) for m in maps]
     maps = [cv2.applyColorMap(m, cv2.COLORMAP_JET)[..., ::-1] for m in maps]
-    return [np.ascontiguousarray(image), dataset.colorize(pred, colours)] + maps
+    return [np.ascontiguousarray(image), colorize(pred, colours)] + maps
 
 
 def grid(tiles, gap=4):

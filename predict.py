@@ -11,7 +11,7 @@ INPUT: an image (JPEG, PNG, BMP or WebP of any size; grayscale, RGBA, 16-bit and
 RGB), a folder of images, or a text file listing image paths (relative to the file). The model,
 MEAN/STD, the class names and the palette come from the checkpoint alone; EVAL_SCALES,
 EVAL_FLIP, EVAL_MODE (slide windows for large images) and the first STAGE_NUM_EVAL apply, and
-inference is eval.py's own. Outputs go to --out, by default a new folder
+inference is eval.py's own (infer.py). Outputs go to --out, by default a new folder
 LOG_DIR/predict_<checkpoint>-<id>_<mode>; the last line printed names it. An image that cannot
 be read is reported and skipped, and the exit status is 1 at the end.
 
@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 import config
 import dataset
-import eval as evaluation
+import infer
+import network
 import pictures
 import runs
 import settings
@@ -38,9 +39,8 @@ import settings
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-@config.main
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+@config.command
+def main(argv):
     rest = config.apply_overrides(argv, __doc__)
     given = {a.partition('=')[0] for a in argv if a not in rest}
     parser = argparse.ArgumentParser(prog='predict.py', add_help=False)
@@ -54,7 +54,7 @@ def main(argv=None):
                                '--voc-test instead of them), like `python predict.py '
                                'models/final.pth photos/`; see --help.')
     rank, world, device = config.init_distributed()
-    net, info = evaluation.load_net(args.checkpoint, device, keep=given)
+    net, info = infer.load_net(args.checkpoint, device, keep=given)
     if args.voc_test:
         root = dataset.data_root()
         ids = dataset.read_list(os.path.join(root, 'ImageSets', 'Segmentation', 'test.txt'))
@@ -64,8 +64,8 @@ def main(argv=None):
         paths = images_of(args.inputs)
         names = output_names(paths)
     out = args.out or os.path.join(runs.folder('LOG_DIR'), runs.unique_name(
-        config.path(settings.LOG_DIR), f'predict_{evaluation.checkpoint_id(args.checkpoint)}_'
-                                       f'{evaluation.mode()}'))
+        config.path(settings.LOG_DIR), f'predict_{infer.checkpoint_id(args.checkpoint)}_'
+                                       f'{infer.mode_name()}'))
     pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
     with runs.writing(pred_dir, '--out'):
         os.makedirs(pred_dir, exist_ok=True)
@@ -83,8 +83,7 @@ def main(argv=None):
             print(f'{len(failed)} of {len(paths)} images could not be read (above).',
                   file=sys.stderr)
         print(f'predictions: {out}', flush=True)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    config.end_distributed()
     if failed:
         sys.exit(1)
 
@@ -154,7 +153,7 @@ def output_names(paths):
 def predict_all(net, paths, names, out, info, device, rank, world, overlays=True):
     """Write every world-th image's PNG (and overlay) from `rank` on; returns [(path, why)] of
     the images that could not be read."""
-    failed, t = [], config.stage_counts()[0]
+    failed, t = [], network.stage_counts()[0]
     bar = tqdm(list(zip(paths, names))[rank::world], desc='predict', unit='img',
                dynamic_ncols=True, disable=rank != 0)
     for path, name in bar:
@@ -164,10 +163,10 @@ def predict_all(net, paths, names, out, info, device, rank, world, overlays=True
             failed.append((path, str(e)))
             continue
         x = torch.from_numpy(image).permute(2, 0, 1).to(device)
-        with evaluation.eval_mode(net):  # eval.validate's inference, one image at a time
-            pred = evaluation.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
+        with infer.eval_mode(net):  # validate's inference, one image at a time
+            pred = infer.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
         with runs.writing(os.path.join(out, name), '--out'):
-            pictures.save_png(pred, os.path.join(out, f'{name}.png'), info['palette'])
+            pictures.write_label(pred, os.path.join(out, f'{name}.png'), info['palette'])
             if overlays:
                 picture = pictures.overlay(image, pred, info['classes'], info['palette'])
                 pictures.save_rgb(picture, os.path.join(out, f'{name}_overlay.jpg'))
@@ -190,4 +189,4 @@ def pack(out, ids):
 
 
 if __name__ == '__main__':
-    main()
+    main(sys.argv[1:])

@@ -1,28 +1,30 @@
-"""Preparation: an official dataset download -> the layout that dataset.py reads (see there).
+"""Prepare an official dataset download: write the layout that dataset.py reads (see there).
 Checks the whole download first, never modifies its files, uses every core, and is safe to
 re-run (what is done is skipped). Prints the settings that train on the result.
 
-    python dataset.py prepare voc VOCdevkit/VOC2012 benchmark_RELEASE/dataset
-    python dataset.py prepare --voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset
-    python dataset.py prepare cityscapes CITYSCAPES_ROOT
-    python dataset.py prepare context VOCdevkit/VOC2010 PASCAL_CONTEXT [--classes 59]
-    python dataset.py prepare cocostuff10k cocostuff-10k-v1.1
-    python dataset.py prepare cocostuff164k COCO_IMAGES stuffthingmaps_trainval2017
-    python dataset.py prepare ade20k ADEChallengeData2016
+    python prepare.py voc VOCdevkit/VOC2012 benchmark_RELEASE/dataset
+    python prepare.py --voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset
+    python prepare.py cityscapes CITYSCAPES_ROOT
+    python prepare.py context VOCdevkit/VOC2010 PASCAL_CONTEXT [--classes 59]
+    python prepare.py cocostuff10k cocostuff-10k-v1.1
+    python prepare.py cocostuff164k COCO_IMAGES stuffthingmaps_trainval2017
+    python prepare.py ade20k ADEChallengeData2016
 
 VOC writes into the VOC2012 folder itself; every other dataset goes into a new folder
 <first SOURCE>/emanet_<name> (--out DIR for another): images as absolute symbolic links to
 the download's own files, labels as 8-bit index PNGs (255 = ignored), lists, classes.txt.
 """
+import argparse
 import functools
 import glob
 import os
+import sys
 
 import numpy as np
 
 import config
 import dataset
-import layout
+import preparation
 import runs
 
 FULL_TRAINAUG = 10582  # ids in trainaug from the full VOC 2012 + SBD
@@ -31,7 +33,7 @@ SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
 
-def prepare(voc, sbd, workers=None):
+def prepare_voc(voc, sbd, workers=None):
     """Write SegmentationClassAug/<id>.png for every id labelled by VOC or SBD (VOC's label
     wins) and ImageSets/Segmentation/trainaug.txt into the VOC folder; returns trainaug."""
     voc, sbd = os.path.abspath(voc), os.path.abspath(sbd)
@@ -66,19 +68,21 @@ def prepare(voc, sbd, workers=None):
     out = os.path.join(voc, 'SegmentationClassAug')
     with runs.writing(out, '--voc'):
         os.makedirs(out, exist_ok=True)
-        layout.remove_leftovers(out)
-        jobs = [(os.path.join(voc, 'SegmentationClass', f'{i}.png'), i) for i in sorted(voc_ids)]
-        jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), i) for i in sorted(sbd_ids)]
-        todo = [(src, os.path.join(out, f'{i}.png')) for src, i in jobs
-                if not os.path.exists(os.path.join(out, f'{i}.png'))]
-        print(f'{len(jobs)} labels ({len(voc_ids)} VOC, {len(sbd_ids)} SBD), '
-              f'{len(jobs) - len(todo)} already written')
-        layout.pool(_convert_voc, todo, workers, 'labels')
-        dataset.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
-    layout.report('VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
-                  {'trainaug': FULL_TRAINAUG, 'val': 1449},
-                  dict(N_CLASSES=21, TRAIN_SPLIT='trainaug', VAL_SPLIT='val', CROP_SIZE=513,
-                       ITER_MAX=30000, BATCH_SIZE=16, LR=9e-3), "the original's recipe")
+        runs.remove_leftovers(out)
+        jobs = [(os.path.join(voc, 'SegmentationClass', f'{i}.png'), os.path.join(out, f'{i}.png'))
+                for i in sorted(voc_ids)]
+        jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), os.path.join(out, f'{i}.png'))
+                 for i in sorted(sbd_ids)]
+        done = sum(os.path.exists(target) for _, target in jobs)
+        print(f'{len(jobs)} labels ({len(voc_ids)} VOC, {len(sbd_ids)} SBD), {done} already '
+              f'written')
+        preparation.write_labels(_voc_label, jobs, workers)
+        runs.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
+    preparation.print_result(
+        'VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
+        {'trainaug': FULL_TRAINAUG, 'val': 1449},
+        dict(N_CLASSES=21, TRAIN_SPLIT='trainaug', VAL_SPLIT='val', CROP_SIZE=513,
+             ITER_MAX=30000, BATCH_SIZE=16, LR=9e-3), "the original's recipe")
     return trainaug
 
 
@@ -87,9 +91,8 @@ def _stems(folder, ext):
     return {f[:-len(ext)] for f in os.listdir(folder) if f.endswith(ext)}
 
 
-def _convert_voc(job):
-    """One label (a VOC PNG or an SBD .mat) as an index PNG."""
-    src, dst = job
+def _voc_label(src):
+    """The class map of one label of the download: a VOC PNG or an SBD .mat."""
     if src.endswith('.mat'):
         import scipy.io
         try:
@@ -108,7 +111,7 @@ def _convert_voc(job):
             raise config.UserError(f'{str(e).split(";")[0]}; VOC\'s own SegmentationClass '
                                    f'labels are palette PNGs of class indices, so download '
                                    f'VOC 2012 again.') from None
-    dataset.write_label(label, dst)
+    return label
 
 
 # ---------------------------------------------------------------------------- Cityscapes
@@ -123,8 +126,8 @@ CITYSCAPES = (
     (23, 'sky', (70, 130, 180)), (24, 'person', (220, 20, 60)), (25, 'rider', (255, 0, 0)),
     (26, 'car', (0, 0, 142)), (27, 'truck', (0, 0, 70)), (28, 'bus', (0, 60, 100)),
     (31, 'train', (0, 80, 100)), (32, 'motorcycle', (0, 0, 230)), (33, 'bicycle', (119, 11, 32)))
-CITYSCAPES_LUT = layout.lut(256, [(i, c) for c, (i, _, _) in enumerate(CITYSCAPES)] + [(255, 255)],
-                            default=-1)
+CITYSCAPES_LUT = preparation.lut(
+    256, [(i, c) for c, (i, _, _) in enumerate(CITYSCAPES)] + [(255, 255)], default=-1)
 CITYSCAPES_LUT[:34][CITYSCAPES_LUT[:34] < 0] = 255  # the other official ids: ignored
 
 
@@ -139,25 +142,26 @@ def prepare_cityscapes(root, out=None, workers=None):
         folder = os.path.join(root, 'leftImg8bit', split)
         if split == 'test' and not os.path.isdir(folder):
             continue
-        layout.need(folder, f'Cityscapes {split} images', fix)
+        preparation.must_exist(folder, f'Cityscapes {split} images', fix)
         if split != 'test':
-            layout.need(os.path.join(root, 'gtFine', split), f'Cityscapes {split} labels', fix)
+            preparation.must_exist(os.path.join(root, 'gtFine', split),
+                                   f'Cityscapes {split} labels', fix)
         images = sorted(glob.glob(os.path.join(glob.escape(folder), '*', '*_leftImg8bit.png')))
         ids = [os.path.basename(p)[:-len('_leftImg8bit.png')] for p in images]
         splits[split] = [(i, p, None if split == 'test' else os.path.join(
             root, 'gtFine', split, os.path.basename(os.path.dirname(p)),
             f'{i}_gtFine_labelIds.png')) for i, p in zip(ids, images)]
-    convert = functools.partial(layout.convert_png, lut=CITYSCAPES_LUT, what='Cityscapes labelIds')
-    out = layout.write_prepared(out or os.path.join(root, 'emanet_cityscapes'), splits, convert,
-                                [n for _, n, _ in CITYSCAPES], [c for *_, c in CITYSCAPES],
-                                workers, fix)
-    return layout.finish('Cityscapes', out, splits, {'train': 2975, 'val': 500, 'test': 1525},
-                         dict(N_CLASSES=19, TRAIN_SPLIT='train', VAL_SPLIT='val',
-                              CROP_SIZE=(512, 1024), SCALES=SCALES, ITER_MAX=80000, BATCH_SIZE=8,
-                              LR=0.01),
-                         "mmsegmentation's EMANet config (512x1024 crops, scales 0.5-2, 80k "
-                         "iterations, batch 8, LR 0.01); add LOSS=ohem for the authors' OHEM "
-                         "setting (81.14 val, single scale)")
+    convert = functools.partial(preparation.convert_png, lut=CITYSCAPES_LUT,
+                                what='Cityscapes labelIds')
+    out = preparation.write_prepared(
+        out or os.path.join(root, 'emanet_cityscapes'), splits, convert,
+        [n for _, n, _ in CITYSCAPES], [c for *_, c in CITYSCAPES], workers, fix)
+    return preparation.print_written(
+        'Cityscapes', out, splits, {'train': 2975, 'val': 500, 'test': 1525},
+        dict(N_CLASSES=19, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=(512, 1024),
+             SCALES=SCALES, ITER_MAX=80000, BATCH_SIZE=8, LR=0.01),
+        "mmsegmentation's EMANet config (512x1024 crops, scales 0.5-2, 80k iterations, batch 8, "
+        "LR 0.01); add LOSS=ohem for the authors' OHEM setting (81.14 val, single scale)")
 
 
 # ---------------------------------------------------------------------------- PASCAL Context
@@ -180,7 +184,8 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
     if classes not in (59, 60):
         raise config.UserError(f'--classes {classes} is not a PASCAL Context variant; give '
                                f'--classes 60 (background included) or --classes 59.')
-    labels = layout.need(os.path.join(annotations, 'labels.txt'), 'PASCAL Context class names', fix)
+    labels = preparation.must_exist(os.path.join(annotations, 'labels.txt'),
+                                    'PASCAL Context class names', fix)
     names = {}
     for line in dataset.read_text(labels, 'class list'):
         key, _, name = line.partition(':')
@@ -197,22 +202,23 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
     splits = {}
     for split in ('train', 'val'):
         listed = os.path.join(voc2010, 'ImageSets', 'Main', f'{split}.txt')
-        ids = layout.read_ids(layout.need(listed, f'VOC 2010 {split} list', fix))
+        ids = dataset.read_ids(preparation.must_exist(listed, f'VOC 2010 {split} list', fix))
         splits[split] = [(i, os.path.join(voc2010, 'JPEGImages', f'{i}.jpg'),
                           os.path.join(annotations, 'trainval', f'{i}.mat')) for i in ids]
     first = 1 if classes == 60 else 0
-    lut = layout.lut(460, [(v, first + k) for k, v in enumerate(CONTEXT_IDS)],
-                     default=0 if classes == 60 else 255)
-    convert = functools.partial(layout.convert_mat, lut=lut, what='PASCAL Context labels (0-459)',
-                                field='LabelMap')
-    out = layout.write_prepared(out or os.path.join(voc2010, f'emanet_context{classes}'), splits,
-                                convert, ['background'][:first] + [names[v] for v in CONTEXT_IDS],
-                                None, workers, fix)
-    return layout.finish(f'PASCAL Context {classes}', out, splits, {'train': 4998, 'val': 5105},
-                         dict(N_CLASSES=classes, TRAIN_SPLIT='train', VAL_SPLIT='val',
-                              CROP_SIZE=480, ITER_MAX=40000, BATCH_SIZE=16, LR=0.004),
-                         "mmsegmentation's PASCAL Context recipe (480 crops, 40k iterations, "
-                         "batch 16, LR 0.004); the paper's own is unpublished")
+    lut = preparation.lut(460, [(v, first + k) for k, v in enumerate(CONTEXT_IDS)],
+                          default=0 if classes == 60 else 255)
+    convert = functools.partial(preparation.convert_mat, lut=lut,
+                                what='PASCAL Context labels (0-459)', field='LabelMap')
+    out = preparation.write_prepared(
+        out or os.path.join(voc2010, f'emanet_context{classes}'), splits, convert,
+        ['background'][:first] + [names[v] for v in CONTEXT_IDS], None, workers, fix)
+    return preparation.print_written(
+        f'PASCAL Context {classes}', out, splits, {'train': 4998, 'val': 5105},
+        dict(N_CLASSES=classes, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=480,
+             ITER_MAX=40000, BATCH_SIZE=16, LR=0.004),
+        "mmsegmentation's PASCAL Context recipe (480 crops, 40k iterations, batch 16, LR 0.004); "
+        "the paper's own is unpublished")
 
 
 # ---------------------------------------------------------------------------- COCO-Stuff
@@ -241,7 +247,7 @@ COCO_NAMES = (
 COCO_UNUSED = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
 COCO_USED = [k for k in range(1, 183) if k not in COCO_UNUSED]
 COCO_CLASSES = [COCO_NAMES[k - 1] for k in COCO_USED]
-COCO_LUT = layout.lut(183, [(k, c) for c, k in enumerate(COCO_USED)])  # 1-based ids (10k's .mat)
+COCO_LUT = preparation.lut(183, [(k, c) for c, k in enumerate(COCO_USED)])  # 1-based (10k .mat)
 COCO_RECIPE = dict(N_CLASSES=171, TRAIN_SPLIT='train')
 
 
@@ -250,20 +256,21 @@ def prepare_cocostuff10k(root, out=None, workers=None):
     1-182) and imageLists/{train,test}.txt -> 171 classes."""
     root = os.path.abspath(root)
     fix = f'unpack cocostuff-10k-v1.1.zip (from the COCO-Stuff page) and give its folder {root}'
-    lists = {split: layout.need(os.path.join(root, 'imageLists', f'{split}.txt'),
-                                f'COCO-Stuff 10k {split} list', fix) for split in ('train', 'test')}
+    lists = {split: preparation.must_exist(os.path.join(root, 'imageLists', f'{split}.txt'),
+                                           f'COCO-Stuff 10k {split} list', fix)
+             for split in ('train', 'test')}
     splits = {split: [(i, os.path.join(root, 'images', f'{i}.jpg'),
                        os.path.join(root, 'annotations', f'{i}.mat'))
-                      for i in layout.read_ids(listed)] for split, listed in lists.items()}
-    convert = functools.partial(layout.convert_mat, lut=COCO_LUT, what='COCO-Stuff ids (0-182)',
-                                field='S')
-    out = layout.write_prepared(out or os.path.join(root, 'emanet_cocostuff10k'), splits, convert,
-                                COCO_CLASSES, None, workers, fix)
-    return layout.finish('COCO-Stuff 10k', out, splits, {'train': 9000, 'test': 1000},
-                         dict(COCO_RECIPE, VAL_SPLIT='test', CROP_SIZE=513, ITER_MAX=30000,
-                              BATCH_SIZE=16, LR=0.009),
-                         "the author's (EMANet issue #19: 513 crops, 30k iterations, LR 9e-3, "
-                         "batch 16 as for VOC)")
+                      for i in dataset.read_ids(listed)] for split, listed in lists.items()}
+    convert = functools.partial(preparation.convert_mat, lut=COCO_LUT,
+                                what='COCO-Stuff ids (0-182)', field='S')
+    out = preparation.write_prepared(out or os.path.join(root, 'emanet_cocostuff10k'), splits,
+                                     convert, COCO_CLASSES, None, workers, fix)
+    return preparation.print_written(
+        'COCO-Stuff 10k', out, splits, {'train': 9000, 'test': 1000},
+        dict(COCO_RECIPE, VAL_SPLIT='test', CROP_SIZE=513, ITER_MAX=30000, BATCH_SIZE=16,
+             LR=0.009),
+        "the author's (EMANet issue #19: 513 crops, 30k iterations, LR 9e-3, batch 16 as for VOC)")
 
 
 def prepare_cocostuff164k(images, maps, out=None, workers=None):
@@ -274,21 +281,26 @@ def prepare_cocostuff164k(images, maps, out=None, workers=None):
            'val2017.zip) and the unpacked stuffthingmaps_trainval2017.zip')
     splits = {}
     for split in ('train', 'val'):
-        folder = layout.need(os.path.join(images, f'{split}2017'), f'COCO {split}2017 images', fix)
-        layout.need(os.path.join(maps, f'{split}2017'), f'COCO-Stuff {split}2017 label maps', fix)
+        folder = preparation.must_exist(os.path.join(images, f'{split}2017'),
+                                        f'COCO {split}2017 images', fix)
+        preparation.must_exist(os.path.join(maps, f'{split}2017'),
+                               f'COCO-Stuff {split}2017 label maps', fix)
         ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.jpg'))
         splits[split] = [(i, os.path.join(folder, f'{i}.jpg'),
                           os.path.join(maps, f'{split}2017', f'{i}.png')) for i in ids]
-    lut = layout.lut(256, [(k - 1, c) for k, c in enumerate(COCO_LUT) if k >= 1], default=-1)
+    lut = preparation.lut(256, [(k - 1, c) for k, c in enumerate(COCO_LUT) if k >= 1],
+                          default=-1)
     lut[255] = 255
-    convert = functools.partial(layout.convert_png, lut=lut, what='COCO-Stuff ids (0-181, 255)')
-    out = layout.write_prepared(out or os.path.join(images, 'emanet_cocostuff164k'), splits,
-                                convert, COCO_CLASSES, None, workers, fix)
-    return layout.finish('COCO-Stuff 164k', out, splits, {'train': 118287, 'val': 5000},
-                         dict(COCO_RECIPE, VAL_SPLIT='val', CROP_SIZE=512, ITER_MAX=80000,
-                              BATCH_SIZE=16, LR=0.01),
-                         "mmsegmentation's COCO-Stuff 164k schedule (512 crops, 80k iterations, "
-                         "batch 16, LR 0.01); no EMANet recipe is published for it")
+    convert = functools.partial(preparation.convert_png, lut=lut,
+                                what='COCO-Stuff ids (0-181, 255)')
+    out = preparation.write_prepared(out or os.path.join(images, 'emanet_cocostuff164k'), splits,
+                                     convert, COCO_CLASSES, None, workers, fix)
+    return preparation.print_written(
+        'COCO-Stuff 164k', out, splits, {'train': 118287, 'val': 5000},
+        dict(COCO_RECIPE, VAL_SPLIT='val', CROP_SIZE=512, ITER_MAX=80000, BATCH_SIZE=16,
+             LR=0.01),
+        "mmsegmentation's COCO-Stuff 164k schedule (512 crops, 80k iterations, batch 16, "
+        "LR 0.01); no EMANet recipe is published for it")
 
 
 # ---------------------------------------------------------------------------- ADE20K
@@ -298,7 +310,8 @@ def prepare_ade20k(root, out=None, workers=None):
     other, 1-150) and objectInfo150.txt -> 150 classes 0..149, other ignored."""
     root = os.path.abspath(root)
     fix = f'unpack ADEChallengeData2016.zip (from the MIT Scene Parsing site) and give {root}'
-    info = layout.need(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names', fix)
+    info = preparation.must_exist(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names',
+                                  fix)
     rows = [line.split('\t') for line in dataset.read_text(info, 'class list')[1:]]
     classes = [r[-1].split(',')[0].strip() for r in rows if r[0].strip().isdigit()]
     if len(classes) != 150:
@@ -306,27 +319,30 @@ def prepare_ade20k(root, out=None, workers=None):
                                f'Name" rows); take it from ADEChallengeData2016.zip again.')
     splits = {}
     for split, name in (('train', 'training'), ('val', 'validation')):
-        folder = layout.need(os.path.join(root, 'images', name), f'ADE20K {name} images', fix)
-        layout.need(os.path.join(root, 'annotations', name), f'ADE20K {name} labels', fix)
+        folder = preparation.must_exist(os.path.join(root, 'images', name),
+                                        f'ADE20K {name} images', fix)
+        preparation.must_exist(os.path.join(root, 'annotations', name), f'ADE20K {name} labels',
+                               fix)
         ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.jpg'))
         splits[split] = [(i, os.path.join(folder, f'{i}.jpg'),
                           os.path.join(root, 'annotations', name, f'{i}.png')) for i in ids]
-    lut = layout.lut(151, [(k, k - 1) for k in range(1, 151)])
-    convert = functools.partial(layout.convert_png, lut=lut, what='ADE20K labels (0-150)')
-    out = layout.write_prepared(out or os.path.join(root, 'emanet_ade20k'), splits, convert,
-                                classes, None, workers, fix)
-    return layout.finish('ADE20K', out, splits, {'train': 20210, 'val': 2000},
-                         dict(N_CLASSES=150, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=512,
-                              ITER_MAX=160000, BATCH_SIZE=16, LR=0.01),
-                         "sssegmentation's and mmsegmentation's ADE20K schedule (512 crops, 160k "
-                         "iterations = 130 epochs, batch 16, LR 0.01)")
+    lut = preparation.lut(151, [(k, k - 1) for k in range(1, 151)])
+    convert = functools.partial(preparation.convert_png, lut=lut, what='ADE20K labels (0-150)')
+    out = preparation.write_prepared(out or os.path.join(root, 'emanet_ade20k'), splits,
+                                     convert, classes, None, workers, fix)
+    return preparation.print_written(
+        'ADE20K', out, splits, {'train': 20210, 'val': 2000},
+        dict(N_CLASSES=150, TRAIN_SPLIT='train', VAL_SPLIT='val', CROP_SIZE=512, ITER_MAX=160000,
+             BATCH_SIZE=16, LR=0.01),
+        "sssegmentation's and mmsegmentation's ADE20K schedule (512 crops, 160k iterations = 130 "
+        "epochs, batch 16, LR 0.01)")
 
 
 # ---------------------------------------------------------------------------- command line
 
 # name -> (function, what each SOURCE is)
 DATASETS = {
-    'voc': (prepare, ('the VOCdevkit/VOC2012 folder', "SBD's benchmark_RELEASE/dataset")),
+    'voc': (prepare_voc, ('the VOCdevkit/VOC2012 folder', "SBD's benchmark_RELEASE/dataset")),
     'cityscapes': (prepare_cityscapes, ('the folder holding leftImg8bit/ and gtFine/',)),
     'context': (prepare_context, ('the VOCdevkit/VOC2010 folder',
                                   'the folder holding PASCAL Context\'s trainval/ and '
@@ -339,8 +355,11 @@ DATASETS = {
 }
 
 
-def add_arguments(parser):
-    """The arguments of `python dataset.py prepare`."""
+@config.command
+def main(argv):
+    parser = argparse.ArgumentParser(prog='prepare.py', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('name', nargs='?', choices=tuple(DATASETS), help='the dataset')
     parser.add_argument('sources', nargs='*', help="the download's folders")
     parser.add_argument('--voc', help='the VOCdevkit/VOC2012 folder (with --sbd)')
@@ -349,25 +368,23 @@ def add_arguments(parser):
                                       '<name>; VOC is written into its own folder)')
     parser.add_argument('--classes', type=int, help='context only: 60 (default, background '
                                                     'included) or 59')
-    parser.add_argument('--workers', type=int, default=0, help='processes (default: every core)')
-
-
-def run(args):
-    """`python dataset.py prepare`."""
+    parser.add_argument('--workers', type=int, default=0, help='threads (default: every core)')
+    args = parser.parse_args(argv)
     if args.workers < 0:
         raise config.UserError(f'--workers {args.workers} must be 0 (every core) or more.')
     if args.voc or args.sbd:
         if args.name or args.sources or not (args.voc and args.sbd):
             raise config.UserError('give both --voc and --sbd and nothing else, or the form '
-                                   '`prepare voc <VOC2012 folder> <SBD dataset folder>`.')
+                                   '`python prepare.py voc <VOC2012 folder> <SBD dataset '
+                                   'folder>`.')
         args.name, args.sources = 'voc', [args.voc, args.sbd]
     if args.name is None:
-        raise config.UserError(f'prepare takes a dataset ({", ".join(DATASETS)}) and its '
-                               f'folders, like `python dataset.py prepare cityscapes '
-                               f'<Cityscapes folder>`.')
+        raise config.UserError(f'prepare.py takes a dataset ({", ".join(DATASETS)}) and its '
+                               f'folders, like `python prepare.py cityscapes <Cityscapes '
+                               f'folder>`.')
     fn, wanted = DATASETS[args.name]
     if len(args.sources) != len(wanted):
-        raise config.UserError(f'prepare {args.name} takes {len(wanted)} folder(s): '
+        raise config.UserError(f'prepare.py {args.name} takes {len(wanted)} folder(s): '
                                f'{"; ".join(wanted)} (got {len(args.sources)}).')
     for option, value, applies in (('--out', args.out, args.name != 'voc'),
                                    ('--classes', args.classes, args.name == 'context')):
@@ -378,3 +395,7 @@ def run(args):
     if args.name == 'context':
         kwargs['classes'] = 60 if args.classes is None else args.classes
     fn(*args.sources, workers=args.workers or None, **kwargs)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,6 +1,7 @@
 """The original's training recipe, as functions of the settings: the three parameter groups, the
 poly learning rate, the loss (its cross-entropy, or online hard example mining), and the order
-of the data: which images each step of each process takes, from SEED and the step alone."""
+of the data: which images each step of each process takes, from SEED and the step alone. Not
+here: the loop that applies it (train.py)."""
 import functools
 import hashlib
 
@@ -10,6 +11,14 @@ import torch.nn.functional as F
 
 import settings
 
+# The settings that define the model and the recipe: a run resumes from latest.pth only when they
+# equal those stored in it (ITER_MAX too: the poly LR of every step depends on it; AMP changes
+# the arithmetic). The others (paths, DATA_ROOT, PRETRAINED, INIT_FROM, NUM_WORKERS, ITER_SAVE,
+# logging, validation and evaluation knobs, COMPILE) may change between a run and its resume.
+KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLIT', 'N_CLASSES',
+        'N_LAYERS', 'STRIDE', 'STEM', 'BN_MOM', 'EMA_CHANNELS', 'N_BASES', 'EM_MOM', 'STAGE_NUM',
+        'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM', 'POLY_POWER', 'WEIGHT_DECAY', 'LOSS',
+        'OHEM_THRESH', 'OHEM_MIN_KEPT', 'SEED', 'AMP')
 # ---------------------------------------------------------------------------- recipe
 
 def param_groups(net):

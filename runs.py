@@ -1,7 +1,7 @@
 """What a run leaves behind, written so that nothing is lost: its record (settings, git state,
-library versions), its log lines, metrics and TensorBoard events, its checkpoints and every other
-file written atomically, a failed write (a full disk, a read-only folder) as one sentence, and the
-locks that keep two runs out of one folder. Checkpoints are read back here too, checked."""
+library versions), its log lines, metrics and TensorBoard events, checkpoints (written and read
+back, checked) and every other file written atomically, a failed write as one sentence, and the
+locks that keep two runs out of one folder. Not here: what the files mean (the scripts)."""
 import contextlib
 import errno
 import fcntl
@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -86,17 +87,55 @@ def folder(key):
     return target
 
 
+LEFTOVER = re.compile(r'\.tmp(\d+)(\.\w+)?$')  # the end of a temporary name: .tmp<pid>[.ext]
+
+
+def temporary(target, suffix=''):
+    """The temporary name beside `target` that this process writes before a rename onto it:
+    <target>.tmp<pid><suffix> (`suffix` keeps an extension a writer reads the format from)."""
+    return f'{target}.tmp{os.getpid()}{suffix}'
+
+
+def is_leftover(name):
+    """Whether `name` is a temporary file (see `temporary`) that a process no longer running
+    left when it was killed (a running process's may still be written)."""
+    m = LEFTOVER.search(name)
+    return m is not None and not _running(int(m[1]))
+
+
+def remove_leftovers(folder):
+    """Remove the leftovers (see `is_leftover`) in `folder`; returns how many went."""
+    removed = 0
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if is_leftover(name) and (os.path.isfile(path) or os.path.islink(path)):
+            os.remove(path)
+            removed += 1
+    return removed
+
+
+def _running(pid):
+    """Whether process `pid` runs on this machine (then its temporary file may be in use)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic(target, suffix=''):
-    """A temporary path beside `target` to write: renamed onto `target` when the block ends
-    without error, removed otherwise, so a kill never leaves half a file at `target`.
-    `suffix` keeps an extension that a writer reads the format from ('.png')."""
-    tmp = f'{target}.tmp{os.getpid()}{suffix}'
+    """A temporary path beside `target` to write (see `temporary`): renamed onto `target` when
+    the block ends without error, removed otherwise, so a kill never leaves half a file at
+    `target` and the file there before stays as it was until the rename."""
+    tmp = temporary(target, suffix)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
 
 
@@ -120,6 +159,17 @@ def writing(target, key):
         raise UserError(f'{target} could not be written ({why}); {fix}.') from None
 
 
+def write_text(path, lines):
+    """Write lines of text atomically, only when the file does not hold them already."""
+    text = ''.join(f'{line}\n' for line in lines)
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8', errors='replace') as f:
+            if f.read() == text:
+                return
+    with atomic(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+
+
 def save_atomic(obj, target, key='MODEL_DIR'):
     """torch.save through a temporary file and a rename: a kill or a full disk never leaves
     half a file at `target`, and the file there before stays as it was."""
@@ -136,7 +186,8 @@ def save_atomic(obj, target, key='MODEL_DIR'):
 
 
 def load_checkpoint(target):
-    """A checkpoint as a dict (tensors on the CPU); a raw state dict becomes {'net': it}."""
+    """A checkpoint as a dict (tensors on the CPU), its weights checked to be finite; a raw state
+    dict becomes {'net': it}. Every mistake (no file, a folder, empty, foreign) one sentence."""
     import torch
     if os.path.isdir(target):
         raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
@@ -162,6 +213,10 @@ def load_checkpoint(target):
     if not isinstance(ckpt.get('net'), dict):
         raise UserError(f'checkpoint {target} has no state dict under "net"; give a file '
                         f'written by train.py or by the original code.')
+    bad = first_non_finite(ckpt['net'])
+    if bad is not None:  # it would score or train silently wrong
+        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
+                        f'it cannot be used, so give an earlier checkpoint.')
     return ckpt
 
 
@@ -172,14 +227,6 @@ def first_non_finite(state):
         if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
             return key
     return None
-
-
-def check_finite(state, target):
-    """Refuse a checkpoint with non-finite weights: it would score or train silently wrong."""
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
-                        f'it cannot be used, so give an earlier checkpoint.')
 
 
 def unique_name(folder, stem, ext=''):
@@ -217,11 +264,17 @@ class Log:
 
     def __init__(self, rank, start, session):
         self.on, self.dir, self.session = rank == 0, path(settings.LOG_DIR), session
-        self.pending, self.t0 = [], time.time()
+        self.pending, self.t0, self.start = [], time.time(), start
+        self.init_from = None  # the checkpoint the run started from (INIT_FROM)
+        self.start_clock()
         if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
                                     filename_suffix=f'.{os.getpid()}')
+
+    def start_clock(self):
+        """From now on, speeds and times to go are measured (`began`, and `last` log line)."""
+        self.began = self.last = (time.time(), self.start)
 
     def __call__(self, line):
         if self.on:

@@ -3,7 +3,7 @@
 # Relative paths are taken from this folder, wherever the scripts are run from.
 
 # ---- Data
-DATA_ROOT = '/path/to/VOC2012'  # VOC 2012 folder prepared by `python dataset.py prepare`
+DATA_ROOT = '/path/to/VOC2012'  # VOC 2012 folder prepared by `python prepare.py voc ...`
 MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, images scaled to [0, 1]
 STD = (0.229, 0.224, 0.225)  # ImageNet RGB standard deviation
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # random training scales

@@ -1,17 +1,20 @@
-"""The toy dataset: shapes on textured colour fields, where only the shape tells the class, in
-the layout of dataset.py. Small enough that a CPU trains an EMANet on it in minutes (the demo,
-the tests), made deterministically from a seed.
+"""Make the toy dataset: shapes on textured colour fields, where only the shape tells the class,
+in the layout of dataset.py. Small enough that a CPU trains an EMANet on it in minutes (the
+demo, the tests), made deterministically from a seed.
 
-    python dataset.py toy <dir> [--seed S] [--train N] [--val M] [--size MIN MAX]
+    python toy.py DIR [--seed S] [--train N] [--val M] [--size MIN MAX]
+
+It prints the settings that train on it. DIR must be new or empty (or hold toy data only).
 """
+import argparse
 import os
-import shlex
+import sys
 
 import cv2
 import numpy as np
 
 import config
-import dataset
+import pictures
 import runs
 
 TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
@@ -43,10 +46,11 @@ def make_toy(root, seed=0, n_train=TOY_TRAIN, n_val=TOY_VAL, size=TOY_SIZE):
             path = os.path.join(root, 'JPEGImages', f'{name}.jpg')
             if not cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise OSError(0, 'the image could not be written', path)
-            dataset.write_label(label, os.path.join(root, 'SegmentationClassAug', f'{name}.png'))
-        dataset.write_text(os.path.join(lists, 'trainaug.txt'), ids[:n_train])
-        dataset.write_text(os.path.join(lists, 'val.txt'), ids[n_train:])
-        dataset.write_text(os.path.join(root, 'classes.txt'), TOY_CLASSES)
+            pictures.write_label(label, os.path.join(root, 'SegmentationClassAug',
+                                                     f'{name}.png'))
+        runs.write_text(os.path.join(lists, 'trainaug.txt'), ids[:n_train])
+        runs.write_text(os.path.join(lists, 'val.txt'), ids[n_train:])
+        runs.write_text(os.path.join(root, 'classes.txt'), TOY_CLASSES)
     # The smallest 1-mod-8 side that holds every image whole: a crop smaller than the images
     # would leave the outer taps of layer4's dilated convolutions untrained, yet used at eval.
     crop = (max(size) + 6) // 8 * 8 + 1
@@ -121,25 +125,28 @@ def _shape(cls, h, w, centre, r, angle):
     return mask
 
 
-
 # ---------------------------------------------------------------------------- command line
 
-def add_arguments(parser):
-    parser.add_argument('dir')
+@config.command
+def main(argv):
+    parser = argparse.ArgumentParser(prog='toy.py', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('dir', help='the folder to write')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--train', type=int, default=TOY_TRAIN, help='images in trainaug')
     parser.add_argument('--val', type=int, default=TOY_VAL, help='images in val')
     parser.add_argument('--size', type=int, nargs=2, default=TOY_SIZE, metavar=('MIN', 'MAX'),
                         help='range of image sides in pixels')
-
-
-def run(args):
-    """`python dataset.py toy`: make the data, print the settings that train on it."""
+    args = parser.parse_args(argv)
     if not 16 <= args.size[0] <= args.size[1]:
         raise config.UserError(f'--size {args.size[0]} {args.size[1]} is not a range of sides '
                                f'of at least 16 pixels; give e.g. --size 100 128.')
     found = make_toy(args.dir, args.seed, args.train, args.val, tuple(args.size))
     print(f'toy data: {args.train} trainaug + {args.val} val images of {args.size[0]}-'
           f'{args.size[1]} px in {found["DATA_ROOT"]}; classes: {", ".join(TOY_CLASSES)}')
-    text = {k: ','.join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in found.items()}
-    print('settings: ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in text.items()))
+    print(f'settings: {config.as_arguments(found)}')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,8 +1,10 @@
-"""Joint transforms of an image and its label, on HWC uint8 numpy arrays.
+"""Joint transforms of an image and its label, on HWC uint8 numpy arrays: the training
+augmentation (scale, pad, crop, flip) and the normalisation on the device. Not here: reading
+files (dataset.py) and the settings (given as arguments: no settings are read here).
 
 Every transform is `t(image, label, rng=None) -> (image, label)`: rng is a numpy Generator
-(a fresh unseeded one when None), parameters are given at construction and no settings are
-read here. Images stay uint8 until `normalize_batch` runs on the device in train.py/eval.py.
+(a fresh unseeded one when None), parameters are given at construction. Images stay uint8
+until `normalize_batch` runs on the device (infer.to_input, for training and evaluation).
 """
 import functools
 import math

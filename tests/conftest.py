@@ -1,15 +1,28 @@
-"""Shared test fixtures: the project folder on sys.path, and settings restored after
-every test (tests change settings the way KEY=VALUE overrides do)."""
+"""What the tests share: the project folder on sys.path, settings restored after every test (tests
+change settings the way KEY=VALUE overrides do), one thread per process, the tiny network and
+run every test uses, toy data, and the ways to run a script and read what it wrote."""
 import os
+import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import config  # noqa: E402
 import settings  # noqa: E402
+
+# A tiny EMANet (a ResNet-18 with a small EM unit) for 5 classes: a forward takes milliseconds.
+TINY = dict(N_CLASSES=5, N_LAYERS=18, STEM='torchvision', STRIDE=16, EMA_CHANNELS=32, N_BASES=8,
+            PRETRAINED='', NUM_WORKERS=0, ATTN_IMAGES=0)
+# A tiny training run of it on the toy data: 6 steps of 2 crops.
+TINY_RUN = dict(CROP_SIZE=33, BATCH_SIZE=2, ITER_MAX=6, ITER_SAVE=10, LOG_EVERY=2, IMAGE_EVERY=0,
+                VAL_EVERY=0)
+# One thread per process: on a small shared machine more threads mostly wait for each other.
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
 @pytest.fixture(autouse=True)
@@ -20,11 +33,136 @@ def restore_settings():
         setattr(settings, key, value)
 
 
+@pytest.fixture(autouse=True, scope='session')
+def one_thread():
+    """One torch thread in this process, as ENV gives new ones (numbers depend on the count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def toy_root(tmp_path_factory):
-    """A small toy dataset (toy.make_toy) in a tmp dir: 24 trainaug + 8 val images,
-    5 classes; returns its path (set settings.DATA_ROOT/N_CLASSES yourself)."""
+    """A small toy dataset (toy.make_toy): 24 trainaug + 8 val images of 48-56 pixels, 5 classes;
+    returns its path (use_tiny or args set DATA_ROOT)."""
     import toy
     root = tmp_path_factory.mktemp('toy')
     toy.make_toy(str(root), seed=0, n_train=24, n_val=8)
     return str(root)
+
+
+class StandIn(torch.utils.data.Dataset):
+    """A stand-in ValDataset of the tiny network's classes: random images of odd sizes, labels
+    with an ignored first row."""
+
+    def __init__(self, sizes=((20, 30), (33, 17), (9, 41)), seed=0, n=TINY['N_CLASSES']):
+        rng = np.random.default_rng(seed)
+        self.items, self.ids = [], [f'img{i}' for i in range(len(sizes))]
+        self.classes = [f'c{i}' for i in range(n)]
+        for id_, (h, w) in zip(self.ids, sizes):
+            image = torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+            label = torch.from_numpy(rng.integers(0, n, (h, w)).astype(np.uint8))
+            label[0, :] = 255
+            self.items.append((image, label, id_))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def use_tiny(**over):
+    """settings of the tiny network (TINY), then `over`."""
+    for key, value in {**TINY, **over}.items():
+        setattr(settings, key, value)
+
+
+def tiny_net(**over):
+    """The tiny network, its settings applied (see use_tiny), seeded."""
+    import network
+    use_tiny(**over)
+    torch.manual_seed(0)
+    return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+
+
+def fresh_settings():
+    """settings.py as it is, as a new process starts (the tests' changes undone)."""
+    import importlib
+    importlib.reload(settings)
+
+
+def args(toy_root, tmp, **over):
+    """KEY=VALUE arguments of the tiny run on the toy data, writing into tmp/models, tmp/logdir."""
+    return as_args({**TINY, **TINY_RUN, 'DATA_ROOT': toy_root,
+                    'MODEL_DIR': os.path.join(tmp, 'models'),
+                    'LOG_DIR': os.path.join(tmp, 'logdir'), **over})
+
+
+def as_args(values):
+    """{KEY: value} as KEY=VALUE arguments."""
+    return [f'{k}={v}' if isinstance(v, str) else f'{k}={v!r}' for k, v in values.items()]
+
+
+def run_script(name, argv, torchrun=0, check=True, timeout=300):
+    """`python <name> argv...` (or under torchrun) in a new process: its CompletedProcess."""
+    launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                 f'--nproc_per_node={torchrun}'] if torchrun else [sys.executable])
+    done = subprocess.run(launcher + [os.path.join(ROOT, name), *argv], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+    if check:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def run_main(main, argv, capsys):
+    """A script's main(argv) in this process, from settings.py as a new process starts:
+    (exit status, stdout, stderr)."""
+    fresh_settings()
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def dead_pid():
+    """The pid of a process that has ended: a killed writer's, in a temporary file's name."""
+    done = subprocess.Popen(['true'])
+    done.wait()
+    return done.pid
+
+
+def load(tmp, name):
+    return torch.load(os.path.join(tmp, 'models', name), weights_only=True)
+
+
+def assert_same_state(a, b):
+    """Two checkpoints hold the same step, weights, bases and optimizer state, bit for bit."""
+    assert a['step'] == b['step']
+    assert a['net'].keys() == b['net'].keys()
+    for key in a['net']:
+        assert torch.equal(a['net'][key], b['net'][key]), key
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys() and len(sa) > 0
+    for key in sa:
+        assert torch.equal(sa[key]['momentum_buffer'], sb[key]['momentum_buffer'])
+    assert a['optimizer']['param_groups'] == b['optimizer']['param_groups']
+
+
+def tensorboard_events(log_dir):
+    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    events = accumulator.EventAccumulator(str(log_dir))
+    events.Reload()
+    return events
+
+
+def one_sentence(err, *parts):
+    """stderr is `error: <one line>` holding every part."""
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    for part in parts:
+        assert part in err, err

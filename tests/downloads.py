@@ -10,7 +10,9 @@ import scipy.io
 from PIL import Image
 
 import config
+from conftest import dead_pid
 import dataset
+import pictures
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
@@ -50,7 +52,7 @@ def fake_voc_sbd(tmp_path):
         if i in voc_ids:  # VOC's label, with 255 borders, as a palette PNG
             want[i] = rng.integers(0, 21, (h, w)).astype(np.uint8)
             want[i][0] = 255
-            dataset.write_label(want[i], str(voc / 'SegmentationClass' / f'{i}.png'))
+            pictures.write_label(want[i], str(voc / 'SegmentationClass' / f'{i}.png'))
     for name, ids in (('train', VOC_TRAIN), ('val', VOC_VAL)):
         (voc / 'ImageSets/Segmentation' / f'{name}.txt').write_text('\n'.join(ids) + '\n')
     for name, ids in (('train', SBD_TRAIN), ('val', SBD_VAL)):
@@ -301,8 +303,9 @@ def check_rerun(capsys, out, fn, *args, **kwargs):
     os.remove(label)
     os.remove(wrong)
     os.symlink('/elsewhere.jpg', wrong)
-    leftovers = [label + '.tmp123.png', lost + '.tmp77',
-                 os.path.join(out, 'ImageSets', 'Segmentation', 'train.txt.tmp5')]
+    pid = dead_pid()  # of the killed run
+    leftovers = [f'{label}.tmp{pid}.png', f'{lost}.tmp{pid}',
+                 os.path.join(out, 'ImageSets', 'Segmentation', f'train.txt.tmp{pid}')]
     for p in leftovers:
         open(p, 'w').close()
     run_prepare(capsys, fn, *args, **kwargs)

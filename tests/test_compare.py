@@ -1,21 +1,17 @@
 """compare.py: the table of experiment folders, from fabricated records of today's and older
 forms (which settings show, the SEED summary, missing and broken records, resumed runs, CSV,
 JSON, the plot), then end to end as a user: project copies trained, evaluated and compared."""
-import concurrent.futures
 import csv
 import io
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import compare
+from conftest import args, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {'SEED': 0, 'LR': 0.009, 'STAGE_NUM': 3, 'SCALES': [0.5, 1.0], 'DATA_ROOT': '/data/voc',
         'LOG_DIR': './logdir', 'MODEL_DIR': './models'}
 
@@ -290,47 +286,27 @@ def test_user_mistakes_and_help(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- end to end
 
-TINY = ('N_CLASSES=5', 'N_LAYERS=18', 'STEM=torchvision', 'STRIDE=16', 'EMA_CHANNELS=32',
-        'N_BASES=8', 'CROP_SIZE=33', 'BATCH_SIZE=2', 'NUM_WORKERS=0', 'PRETRAINED=',
-        'ITER_MAX=4', 'ITER_SAVE=4', 'LOG_EVERY=2', 'VAL_EVERY=4', 'IMAGE_EVERY=0')
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
-
-
-def project_copy(target, seed, log_dir):
-    """The project copied as a user does for an experiment, settings.py edited."""
-    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
-        '.git', '.venv', 'logdir', '*.pth', 'toy', '__pycache__', '.pytest_cache'))
-    path = os.path.join(target, 'settings.py')
-    with open(path) as f:
-        text = f.read().replace('\nSEED = 0 ', f'\nSEED = {seed} ')
-    with open(path, 'w') as f:
-        f.write(text.replace("\nLOG_DIR = './logdir'", f"\nLOG_DIR = '{log_dir}'"))
-
-
-def user(folder, *argv):
-    done = subprocess.run([sys.executable, *argv], cwd=folder, capture_output=True, text=True,
-                          timeout=300, env=ENV)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done.stdout
-
-
-def test_end_to_end_two_seeds(tmp_path, capsys):
-    import toy
-    data = str(tmp_path / 'data')
-    toy.make_toy(data, seed=0, n_train=4, n_val=2)
-    folders = [str(tmp_path / f'EMANet18.seed{seed}') for seed in (0, 1)]
-
-    def experiment(folder, seed, log_dir):
-        project_copy(folder, seed, log_dir)
-        user(folder, 'train.py', f'DATA_ROOT={data}', *TINY)
-        user(folder, 'eval.py', 'ATTN_IMAGES=0', 'NUM_WORKERS=0', 'STAGE_NUM_EVAL=(1,3)')
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one process each, side by side
-        list(pool.map(experiment, folders, (0, 1), ('./logdir', './runs')))
-    table = json.loads(user(tmp_path, os.path.join(ROOT, 'compare.py'), '--json', *folders))
-    got = table['rows']
+def test_end_to_end_two_seeds(tmp_path, toy_root, capsys):
+    """Two experiment folders (SEED 0 and 1, the second logging into ./runs) trained by train.py
+    and scored by eval.py at two EM stage counts, then compared."""
+    import eval as evaluation
+    import train
+    folders = []
+    for seed, log_dir in ((0, 'logdir'), (1, 'runs')):
+        folder = experiment(tmp_path, f'EMANet18.seed{seed}', f'./{log_dir}', SEED=seed)
+        out = [f'MODEL_DIR={folder}/models', f'LOG_DIR={folder}/{log_dir}']
+        argv = args(toy_root, str(folder), SEED=seed, ITER_MAX=4, ITER_SAVE=4, VAL_EVERY=4)
+        assert run_main(train.main, argv + out, capsys)[0] == 0
+        code, _, err = run_main(evaluation.main, [f'{folder}/models/final.pth', *out,
+                                                  f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0',
+                                                  'ATTN_IMAGES=0', 'STAGE_NUM_EVAL=(1,3)'], capsys)
+        assert code == 0, err
+        folders.append(str(folder))
+    got = rows(capsys, *folders)[0]
+    columns = json.loads(run(capsys, '--json', *folders)[0])['columns']
     assert [r['kind'] for r in got] == ['run', 'run', 'seed mean', 'seed std', 'seed n']
     assert [r['folder'] for r in got[:2]] == ['EMANet18.seed0', 'EMANet18.seed1']
-    settings = [c for c in table['columns'][2:] if c.isupper()]
+    settings = [c for c in columns[2:] if c.isupper()]
     assert settings == ['SEED'] and [r['SEED'] for r in got[:2]] == [0, 1]
     for folder, log_dir, row in zip(folders, ('logdir', 'runs'), got):
         log = os.path.join(folder, log_dir)

@@ -11,10 +11,9 @@ import sys
 import pytest
 import torch
 
-import config
 import network
 import settings
-from test_train import ROOT, assert_same_state
+from conftest import ROOT, assert_same_state
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 DEMO = dict(N_CLASSES=5, N_LAYERS=18, PRETRAINED='', BN_MOM=0.1, EMA_CHANNELS=64, N_BASES=16,
@@ -84,7 +83,7 @@ def test_bf16_channels_last_training_and_evaluation_agree_with_fp32(toy, tmp_pat
 
 def test_compiled_gradients_match_eager_ones_on_cuda(toy):
     import dataset
-    import eval as evaluation
+    import infer
     import train
     for key, value in {**DEMO, 'DATA_ROOT': toy}.items():
         setattr(settings, key, value)
@@ -92,7 +91,7 @@ def test_compiled_gradients_match_eager_ones_on_cuda(toy):
     model = network.EMANet(5, 18).cuda().to(memory_format=torch.channels_last).train()
     data = dataset.TrainDataset()
     image, label = (torch.stack(t).cuda() for t in zip(*[data[i] for i in range(8)]))
-    x = evaluation.to_input(image)
+    x = infer.to_input(image)
     torch._inductor.config.fallback_random = True
     diff = train.check_compiled(model, torch.compile(model), model, x, label)
     report('compiled vs eager gradients, relative difference (bf16)', diff)
@@ -134,4 +133,3 @@ def test_the_em_loop_runs_in_float32_under_autocast_on_cuda():
         assert unit.conv1(x).dtype == torch.bfloat16
     assert mu.dtype == z.dtype == unit.mu.dtype == torch.float32
     assert torch.allclose(z.sum(-1), torch.ones(1, device='cuda'), atol=1e-5)
-    assert config.check() is None

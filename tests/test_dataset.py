@@ -2,7 +2,6 @@
 `dataset.py check`, the toy data and its command line."""
 import hashlib
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -12,8 +11,10 @@ from PIL import Image
 
 import config
 import dataset
+import pictures
 import settings
 import toy
+from conftest import one_sentence, run_main
 
 
 def tree_state(folder):
@@ -83,7 +84,7 @@ def one_image_root(tmp_path, image=None, label=None, mode='P'):
     cv2.imwrite(str(tmp_path / 'JPEGImages/a.jpg'), image)
     (tmp_path / 'classes.txt').write_text('\n'.join(f'c{i}' for i in range(5)) + '\n')
     if mode == 'P':
-        dataset.write_label(label, str(tmp_path / 'SegmentationClassAug/a.png'))
+        pictures.write_label(label, str(tmp_path / 'SegmentationClassAug/a.png'))
     else:
         Image.fromarray(label).convert(mode).save(tmp_path / 'SegmentationClassAug/a.png')
     for split in ('trainaug', 'val'):
@@ -132,9 +133,9 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
     if problem == 'rgb':
         Image.new('RGB', (20, 15)).save(png)
     elif problem == 'size':
-        dataset.write_label(np.zeros((15, 21), np.uint8), png)
+        pictures.write_label(np.zeros((15, 21), np.uint8), png)
     elif problem == 'value':
-        dataset.write_label(np.full((15, 20), 7, np.uint8), png)
+        pictures.write_label(np.full((15, 20), 7, np.uint8), png)
     elif problem == 'jpeg_label':
         Image.new('L', (20, 15)).save(png, format='JPEG')
     elif problem == 'image':
@@ -148,10 +149,10 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
 
 def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root):
     settings.DATA_ROOT = str(tmp_path / 'nowhere')
-    with pytest.raises(config.UserError, match='nowhere is not a folder.*dataset.py prepare'):
+    with pytest.raises(config.UserError, match='nowhere is not a folder.*python prepare.py NAME'):
         dataset.TrainDataset()
     with pytest.raises(config.UserError, match=r"train\.txt does not exist \(lists there: \['"
-                                               r"trainaug', 'val'\]\).*dataset.py toy"):
+                                               r"trainaug', 'val'\]\).*python toy.py"):
         dataset.TrainDataset('train', root=toy_root)
     (tmp_path / 'JPEGImages').mkdir()
     with pytest.raises(config.UserError, match='SegmentationClassAug does not exist'):
@@ -217,13 +218,13 @@ def test_class_names_palette_and_colorize(toy_root, tmp_path):
     assert dataset.class_names()[15] == 'person'
     pal = dataset.palette()
     assert len(pal) == 768 and pal[3:9] == [128, 0, 0, 0, 128, 0] and pal[-3:] == [224, 224, 192]
-    rgb = dataset.colorize(np.array([[0, 1], [2, 255]]))
+    rgb = pictures.colorize(np.array([[0, 1], [2, 255]]))
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert rgb[1, 1].tolist() == [224, 224, 192]
     (tmp_path / 'palette.txt').write_text('10 20 30\n\n40 50 60\n')  # a dataset's own colours
     pal = dataset.palette(str(tmp_path))
     assert pal[:6] == [10, 20, 30, 40, 50, 60] and pal[6:9] == [0, 128, 0]  # then VOC's
-    assert dataset.colorize(np.array([[1]]), pal)[0, 0].tolist() == [40, 50, 60]
+    assert pictures.colorize(np.array([[1]]), pal)[0, 0].tolist() == [40, 50, 60]
     (tmp_path / 'palette.txt').write_text('10 20\n')
     with pytest.raises(config.UserError, match='palette .*palette.txt is not lines of three'):
         dataset.palette(str(tmp_path))
@@ -260,13 +261,11 @@ def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
     assert (guess == classes)[fit == 0].mean() < 0.4  # 4 classes: chance is 0.25
 
 
-def test_toy_command_line_and_its_mistakes(tmp_path, monkeypatch, capsys):
+def test_toy_command_line_and_its_mistakes(tmp_path, capsys):
     def run(*argv):
-        monkeypatch.setattr(sys, 'argv', ['dataset.py', 'toy', *argv])
-        with pytest.raises(SystemExit) as end:
-            dataset.main()
-        err = capsys.readouterr().err
-        assert end.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
+        code, _, err = run_main(toy.main, list(argv), capsys)
+        assert code == 2
+        one_sentence(err)
         return err
     assert 'at least 1 train and 1 val image, not -5 and 80' in run(str(tmp_path / 'a'),
                                                                    '--train', '-5')
@@ -274,10 +273,9 @@ def test_toy_command_line_and_its_mistakes(tmp_path, monkeypatch, capsys):
     assert not os.path.exists(tmp_path / 'a')  # refused before writing anything
     (tmp_path / 'file').write_text('x')
     assert 'file is a file; give a new or empty folder' in run(str(tmp_path / 'file'))
-    monkeypatch.setattr(sys, 'argv', ['dataset.py', 'toy', str(tmp_path / 't'), '--train', '2',
-                                      '--val', '1', '--size', '40', '48'])
-    dataset.main()
-    out = capsys.readouterr().out
+    code, out, _ = run_main(toy.main, [str(tmp_path / 't'), '--train', '2', '--val', '1', '--size',
+                                       '40', '48'], capsys)
+    assert code == 0
     assert f'DATA_ROOT={tmp_path / "t"} N_CLASSES=5 CROP_SIZE=49 SCALES=0.75,1.0,1.25' in out
     assert config.parse('SCALES', '0.75,1.0,1.25') == (0.75, 1.0, 1.25)
     assert len(os.listdir(tmp_path / 't' / 'JPEGImages')) == 3
@@ -292,24 +290,24 @@ def test_toy_into_a_folder_it_cannot_write_is_one_sentence(tmp_path, monkeypatch
         toy.make_toy(str(tmp_path / 'ro'), n_train=1, n_val=1)
 
 
-def test_check_reports_classes_and_problems(tmp_path, monkeypatch, capfd):
+def test_check_reports_classes_and_problems(tmp_path, capfd):
     root = tmp_path / 'd'
     toy.make_toy(str(root), seed=0, n_train=6, n_val=3)
     labels = [np.asarray(Image.open(root / 'SegmentationClassAug' / f'toy_{i:05d}.png'))
               for i in range(9)]
-    monkeypatch.setattr(sys, 'argv', ['dataset.py', 'check', str(root), '--workers', '1'])
-    dataset.main()  # no problems: exit status 0
+    argv = ['check', str(root), '--workers', '2']
+    dataset.main(argv)  # no problems: exit status 0
     out = capfd.readouterr().out
     train = np.concatenate([x.ravel() for x in labels[:6]])
     disk = 100 * (train == 1).sum() / train.size
     images = sum((x == 1).any() for x in labels[:6])
     assert f'disk{" " * 20}{disk:>10.3f}{images:>8}' in out, out
     assert 'trainaug: 6 ids, labelled, 0 with problems' in out and '0 problem(s)' in out
-    dataset.write_label(np.full((5, 5), 7, np.uint8), str(root / 'SegmentationClassAug' /
+    pictures.write_label(np.full((5, 5), 7, np.uint8), str(root / 'SegmentationClassAug' /
                                                           'toy_00001.png'))
     os.remove(root / 'JPEGImages' / 'toy_00007.jpg')
     with pytest.raises(SystemExit) as end:
-        dataset.main()
+        dataset.main(argv)
     out, err = capfd.readouterr()
     assert end.value.code == 1 and '2 problem(s)' in out and 'WARN' not in err  # OpenCV quiet
     assert 'toy_00001.png has values [7] outside [0, 5)' in out

@@ -10,18 +10,13 @@ import torch.nn.functional as F
 
 import config
 import network
+import runs
 import settings
+from conftest import use_tiny
 
 # The key lists of the original code's state dicts (from the project's reference notes).
 REFERENCE = os.path.join(os.path.dirname(__file__), 'data')
 
-
-def tiny_settings(**extra):
-    values = dict(N_LAYERS=18, STEM='torchvision', EMA_CHANNELS=16, N_BASES=4, STAGE_NUM=3,
-                  STAGE_NUM_EVAL=0, STRIDE=8, BN_MOM=3e-4, EM_MOM=0.9)
-    values.update(extra)
-    for key, value in values.items():
-        setattr(settings, key, value)
 
 # ---------------------------------------------------------------------------- the EM unit
 
@@ -126,7 +121,7 @@ def test_two_processes_end_with_identical_bases(tmp_path):
 
 
 def test_gradients_reach_head_and_backbone_but_not_the_em_path():
-    tiny_settings()
+    use_tiny(STRIDE=8)
     torch.manual_seed(0)
     net = network.EMANet(3, 18).train()
     logits = net(torch.randn(2, 3, 33, 41))
@@ -142,30 +137,30 @@ def test_gradients_reach_head_and_backbone_but_not_the_em_path():
 
 @pytest.mark.parametrize('stride,stem', [(8, 'torchvision'), (16, 'deep')])
 def test_output_shapes_on_odd_sizes(stride, stem):
-    tiny_settings(STRIDE=stride, STEM=stem)
+    use_tiny(STRIDE=stride, STEM=stem)
     net = network.EMANet(5, 18).eval()
     x = torch.randn(2, 3, 45, 61)
     logits, z = net(x, return_attention=True)
     assert logits.shape == (2, 5, 45, 61)
     h, w = math.ceil(45 / stride), math.ceil(61 / stride)
-    assert z.shape == (2, 4, h, w)
+    assert z.shape == (2, settings.N_BASES, h, w)
     assert torch.allclose(z.sum(dim=1), torch.ones(1), atol=1e-5)
     assert torch.equal(net(x), logits)  # eval is deterministic and leaves the bases alone
 
 
 def test_dilations_follow_the_multi_grid():
-    tiny_settings(STEM='deep')
+    use_tiny(STRIDE=8, STEM='deep')
     net = network.EMANet(21, 50)
     layer3, layer4 = net.extractor[6], net.extractor[7]
     assert [b.conv2.dilation[0] for b in layer3] == [1, 2, 2, 2, 2, 2]
     assert [b.conv2.dilation[0] for b in layer4] == [2, 8, 16]
     assert [b.conv2.padding[0] for b in layer4] == [2, 8, 16]
     assert layer3[0].conv2.stride == layer4[0].conv2.stride == (1, 1)
-    tiny_settings(STEM='deep', STRIDE=16)
+    use_tiny(STEM='deep', STRIDE=16)
     net = network.EMANet(21, 50)
     assert net.extractor[6][0].conv2.stride == (2, 2)
     assert [b.conv2.dilation[0] for b in net.extractor[7]] == [1, 4, 8]
-    tiny_settings(STRIDE=8)
+    use_tiny(STRIDE=8)
     net = network.EMANet(21, 18)  # two blocks in layer4: the first two grids
     assert [len(net.extractor[i]) for i in range(4, 8)] == [2, 2, 2, 2]
     assert [b.conv1.dilation[0] for b in net.extractor[7]] == [2, 8]
@@ -178,29 +173,29 @@ def read_tsv(name):
 
 
 @pytest.fixture(scope='module')
-def resnet101_layout():
+def resnet101():
+    """EMANet-101 with the original's settings (built once: its init takes a while)."""
     saved = config.resolved()
-    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
+    use_tiny(STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21, N_LAYERS=101)
     net = network.EMANet(21, 101)
     for key, value in saved.items():
         setattr(settings, key, value)
-    return {k: v for k, v in net.state_dict().items()}
+    return net
 
 
-@pytest.mark.parametrize('with_counter', [True, False])
-def test_original_emanet101_state_dict_loads_strictly(resnet101_layout, with_counter):
+def test_original_emanet101_state_dict_loads_strictly(resnet101):
     expected = read_tsv('original_emanet101_state_dict.tsv')
-    assert {k: tuple(v.shape) for k, v in resnet101_layout.items()} == expected
-    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
-    net = network.EMANet(21, 101)
-    state = {k: torch.full(s, 0.5) if 'num_batches' not in k else torch.tensor(7)
-             for k, s in expected.items() if with_counter or 'num_batches' not in k}
-    net.load_state_dict(state, strict=True)
-    assert torch.equal(net.emau.mu, torch.full((1, 512, 64), 0.5))
+    assert {k: tuple(v.shape) for k, v in resnet101.state_dict().items()} == expected
+    for with_counter in (True, False):  # files of PyTorch < 0.4.1 have no num_batches_tracked
+        state = {k: torch.full(s, 0.5) if 'num_batches' not in k else torch.tensor(7)
+                 for k, s in expected.items() if with_counter or 'num_batches' not in k}
+        resnet101.load_state_dict(state, strict=True)
+        assert torch.equal(resnet101.emau.mu, torch.full((1, 512, 64), 0.5))
+        resnet101.emau.mu.zero_()
 
 
 def test_original_emanet50_key_list_matches():
-    tiny_settings(STEM='deep', EMA_CHANNELS=512, N_BASES=64)
+    use_tiny(STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64)
     net = network.EMANet(21, 50)
     state = read_tsv('original_emanet50_state_dict.tsv')
     assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == state
@@ -208,9 +203,9 @@ def test_original_emanet50_key_list_matches():
                          if 'num_batches' not in k}, strict=True)
 
 
-def test_original_imagenet_file_layout_is_what_the_loader_expects(resnet101_layout):
+def test_original_imagenet_file_layout_is_what_the_loader_expects(resnet101):
     ours = {network.imagenet_name(k[len('extractor.'):]): tuple(v.shape)
-            for k, v in resnet101_layout.items() if k.startswith('extractor.')}
+            for k, v in resnet101.state_dict().items() if k.startswith('extractor.')}
     theirs = {k: s for k, s in read_tsv('original_resnet101_imagenet_state_dict.tsv').items()
               if not k.startswith('fc.')}
     assert ours == theirs
@@ -236,7 +231,7 @@ def imagenet_file(tmp_path, net, drop_counter=False, **edits):
 
 @pytest.mark.parametrize('stem,drop_counter', [('deep', False), ('torchvision', True)])
 def test_imagenet_loads_in_full(tmp_path, stem, drop_counter):
-    tiny_settings(STEM=stem)
+    use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, state = imagenet_file(tmp_path, net, drop_counter)
     n = network.load_imagenet(net, path)
@@ -256,28 +251,28 @@ def test_imagenet_loads_in_full(tmp_path, stem, drop_counter):
     ('deep', {'layer3__9__conv1__weight': torch.zeros(1)}, "first: 'layer3.9.conv1.weight'"),
 ])
 def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message):
-    tiny_settings(STEM=stem)
+    use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, _ = imagenet_file(tmp_path, net, **edit)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(config.UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    with pytest.raises(network.WeightsError, match=message.replace('(', r'\(').replace(')', r'\)')):
         network.load_imagenet(net, path)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
 
 
 def test_imagenet_stem_mismatch_and_missing_file(tmp_path):
-    tiny_settings(STEM='torchvision')
+    use_tiny(STRIDE=8, STEM='torchvision')
     path, _ = imagenet_file(tmp_path, network.EMANet(21, 18))
-    tiny_settings(STEM='deep')
-    with pytest.raises(config.UserError, match="'torchvision'-stem ResNet file but "
+    use_tiny(STRIDE=8, STEM='deep')
+    with pytest.raises(network.WeightsError, match="'torchvision'-stem ResNet file but "
                                                "STEM='deep'; set STEM='torchvision'"):
         network.load_imagenet(network.EMANet(21, 18), path)
-    with pytest.raises(config.UserError, match='do not exist.*PRETRAINED= to train from'):
+    with pytest.raises(network.WeightsError, match='do not exist.*PRETRAINED= to train from'):
         network.load_imagenet(network.EMANet(21, 18), str(tmp_path / 'nothing.pth'))
 
 
 def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast():
-    tiny_settings(STAGE_NUM_EVAL=2)
+    use_tiny(STRIDE=8, STAGE_NUM_EVAL=2)
     torch.manual_seed(0)
     net = network.EMANet(3, 18).eval()
     x = torch.randn(1, 3, 41, 33)
@@ -294,7 +289,7 @@ def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast():
 
 
 def test_load_weights_fits_or_says_why(tmp_path):
-    tiny_settings()
+    use_tiny(STRIDE=8)
     torch.manual_seed(0)
     source = network.EMANet(5, 18)
     state = {f'module.{k}': v for k, v in source.state_dict().items()}  # DDP's prefix
@@ -302,22 +297,24 @@ def test_load_weights_fits_or_says_why(tmp_path):
     assert network.load_weights(net, state, 'a.pth', 'fix it') == []
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.state_dict().items())
     other = network.EMANet(3, 18)  # another class count: only the classifier differs
-    with pytest.raises(config.UserError, match=r'a.pth does not fit .* N_CLASSES=5 .*shape 2 '
-                                               r'key\(s\) like fc2.weight .*; fix it\.'):
+    with pytest.raises(network.WeightsError, match=r'a.pth does not fit .* N_CLASSES=5 .*shape '
+                                                   r'2 key\(s\) like fc2.weight .*; fix it\.'):
         network.load_weights(other, state, 'a.pth', 'fix it')
     assert network.load_weights(other, state, 'a.pth', 'x', head_may_differ=True) == [
         'fc2.weight', 'fc2.bias']
     assert torch.equal(other.fc0.conv.weight, source.fc0.conv.weight)
-    state['module.fc0.bn.running_var'][3] = float('nan')
-    with pytest.raises(config.UserError, match="non-finite values .* in 'fc0.bn.running_var'"):
-        network.load_weights(net, state, 'a.pth', 'x')
+    state['module.fc0.bn.running_var'][3] = float('nan')  # refused where checkpoints are read
+    runs.save_atomic({'net': state}, str(tmp_path / 'a.pth'))
+    with pytest.raises(config.UserError, match="non-finite values .* in 'module.fc0.bn."
+                                               "running_var'; it cannot be used"):
+        runs.load_checkpoint(str(tmp_path / 'a.pth'))
 
 
 # ---------------------------------------------------------------------------- costs
 
 
 def test_table1_counts_for_resnet101_os8():
-    tiny_settings(N_LAYERS=101, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21)
+    use_tiny(STRIDE=8, N_LAYERS=101, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21)
     table = network.cost(513)
     params, macs = table['backbone']
     assert round(params / 1e6, 1) == 42.6 and abs(macs / 1e9 - 190) < 1.0

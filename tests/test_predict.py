@@ -1,7 +1,6 @@
 """predict.py: one inference path with eval.py, inputs of every kind, names that never clash,
 a bad image among many, the checkpoint alone on another machine, the VOC test server layout."""
 import os
-import sys
 import tarfile
 
 import cv2
@@ -12,72 +11,49 @@ from PIL import Image
 
 import config
 import dataset
-import eval as ev
-import network
+import eval as evaluation
+import infer
 import pictures
 import predict
 import runs
-import settings
 import toy
-
-TINY = dict(N_CLASSES=5, N_LAYERS=18, STRIDE=8, STEM='torchvision', EMA_CHANNELS=32, N_BASES=8,
-            STAGE_NUM=2, NUM_WORKERS=0, ATTN_IMAGES=0)
-
-
-@pytest.fixture(scope='module')
-def toy_data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('toy_predict'))
-    toy.make_toy(root, seed=3, n_train=1, n_val=4, size=(37, 61))
-    return root
+from conftest import run_main, tiny_net, use_tiny
 
 
 @pytest.fixture
-def checkpoint(toy_data, tmp_path):
+def checkpoint(toy_root, tmp_path):
     """A tiny EMANet's checkpoint as train.py writes it (its weights random, not trained), with
     the toy data's classes and a palette of its own."""
-    saved = config.resolved()
-    for key, value in {**TINY, 'DATA_ROOT': toy_data}.items():
-        setattr(settings, key, value)
-    torch.manual_seed(0)
-    net = network.EMANet(5, 18)
+    net = tiny_net(STRIDE=8, STAGE_NUM=2, DATA_ROOT=toy_root)
     with torch.no_grad():  # a head whose logits vary enough to predict several classes
         net.fc2.weight.mul_(50)
     colours = dataset.palette()
     colours[3:6] = [1, 2, 3]
     target = str(tmp_path / 'run' / 'final.pth')
     runs.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
-                        'classes': dataset.class_names(toy_data), 'palette': colours}, target)
-    for key, value in saved.items():  # a fresh process: settings.py as it is
-        setattr(settings, key, value)
+                      'classes': dataset.class_names(toy_root), 'palette': colours}, target)
     return target
 
 
 def run(argv, capsys):
-    """predict.main(argv): (exit status, stdout, stderr)."""
-    try:
-        predict.main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """predict.main(argv) in this process: (exit status, stdout, stderr)."""
+    return run_main(predict.main, argv, capsys)
 
 
 @pytest.mark.parametrize('extra', [[], ['EVAL_SCALES=(0.75,1.0,1.5)', 'EVAL_FLIP=True'],
                                    ['EVAL_MODE=slide', 'SLIDE_CROP=33', 'SLIDE_STEP=20']])
-def test_the_same_pixels_as_eval_save_pred(checkpoint, toy_data, tmp_path, capsys, extra):
-    common = [f'LOG_DIR={tmp_path}/logs', f'DATA_ROOT={toy_data}', 'NUM_WORKERS=0',
+def test_the_same_pixels_as_eval_save_pred(checkpoint, toy_root, tmp_path, capsys, extra):
+    common = [f'LOG_DIR={tmp_path}/logs', f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0',
               'ATTN_IMAGES=0'] + extra
-    ev.main([checkpoint, 'SAVE_PRED=True'] + common)
-    capsys.readouterr()
-    for key, value in config.resolved().items():
-        setattr(settings, key, value)
-    code, out, err = run([checkpoint, os.path.join(toy_data, 'JPEGImages'), '--out',
-                          str(tmp_path / 'p')] + common, capsys)
+    assert run_main(evaluation.main, [checkpoint, 'SAVE_PRED=True'] + common, capsys)[0] == 0
+    ids = dataset.read_list(os.path.join(toy_root, 'ImageSets/Segmentation/val.txt'))
+    listed = tmp_path / 'val.txt'  # the val images, as paths relative to the list
+    listed.write_text(''.join(os.path.relpath(os.path.join(toy_root, 'JPEGImages', f'{i}.jpg'),
+                                              tmp_path) + '\n' for i in ids))
+    code, out, err = run([checkpoint, str(listed), '--out', str(tmp_path / 'p')] + common, capsys)
     assert code == 0, err
     assert out.splitlines()[-1] == f'predictions: {tmp_path / "p"}'
     pred_dir = [d for d in os.listdir(tmp_path / 'logs') if d.endswith('_pred')][0]
-    ids = dataset.read_list(os.path.join(toy_data, 'ImageSets/Segmentation/val.txt'))
     classes = set()
     for i in ids:
         mine = np.asarray(Image.open(tmp_path / 'p' / f'{i}.png'))
@@ -167,9 +143,8 @@ def test_the_checkpoint_alone_is_enough(checkpoint, tmp_path, capsys):
 
 
 def test_inputs_are_split_over_processes(checkpoint, tmp_path):
-    for key, value in {**TINY}.items():
-        setattr(settings, key, value)
-    net, info = ev.load_net(checkpoint, torch.device('cpu'))
+    use_tiny()
+    net, info = infer.load_net(checkpoint, torch.device('cpu'))
     paths = []
     for i in range(5):
         paths.append(str(tmp_path / f'{i}.png'))
@@ -183,7 +158,7 @@ def test_inputs_are_split_over_processes(checkpoint, tmp_path):
     assert sorted(os.listdir(tmp_path / 'r1')) == ['1.png', '3.png']
 
 
-def test_voc_test_server_layout_and_archive(checkpoint, toy_data, tmp_path, capsys):
+def test_voc_test_server_layout_and_archive(checkpoint, toy_root, tmp_path, capsys):
     root = tmp_path / 'voc'
     toy.make_toy(str(root), seed=1, n_train=1, n_val=1, size=(30, 40))
     ids = ['2008_000001', '2008_000002', '2010_000003']
@@ -214,9 +189,13 @@ def test_overlay_blends_and_lists_the_classes_present():
     names = ['background', 'a', 'b', 'some long class name']
     picture = pictures.overlay(image, pred, names)
     assert picture.shape[0] >= 20 and picture.shape[1] > 30 + 9 * len(names[3])
-    voc = dataset.colorize(pred)
+    voc = pictures.colorize(pred)
     assert (np.abs(picture[:20, :30].astype(int) - (image // 2 + voc // 2)) <= 1).all()
     legend = picture[:, 30:]
-    assert (legend == dataset.colorize(np.array([3]))[0]).all(-1).any()   # class 3's swatch
-    assert not (legend == dataset.colorize(np.array([1]))[0]).all(-1).any()  # absent class
-    assert sys.getsizeof(picture) > 0
+    assert (legend == pictures.colorize(np.array([3]))[0]).all(-1).any()   # class 3's swatch
+    assert not (legend == pictures.colorize(np.array([1]))[0]).all(-1).any()  # absent class
+    # a row of 22 pixels per class present, equal areas in class order: background, then 3
+    assert (legend[6:21, 6:21] == pictures.colorize(np.array([0]))[0]).all()
+    assert (legend[28:43, 6:21] == pictures.colorize(np.array([3]))[0]).all()
+    assert (legend[6:21, 26:] < 128).any() and (legend[28:43, 26:] < 128).any()  # the names
+    assert (legend[50:] == 255).all()  # and nothing more

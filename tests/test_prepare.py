@@ -1,9 +1,7 @@
 """prepare.py on VOC 2012 + SBD, the prepare command line, and a short training and
 evaluation on each prepared dataset."""
-import argparse
 import os
 import shlex
-import sys
 
 import numpy as np
 import pytest
@@ -11,8 +9,11 @@ from PIL import Image
 
 import config
 import dataset
+import eval as evaluation
 import prepare
 import settings
+import train
+from conftest import TINY, as_args, dead_pid, one_sentence, run_main
 from downloads import (SBD_TRAIN, SBD_VAL, VOC_TRAIN, VOC_VAL, fake_ade20k, fake_cityscapes,
                        fake_cocostuff10k, fake_cocostuff164k, fake_context, fake_voc_sbd,
                        tree_state, write_mat)
@@ -23,7 +24,7 @@ def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsy
     """VOC + SBD: labels (VOC wins), trainaug, untouched VOC files, nothing rewritten again."""
     voc, sbd, want = fake_voc_sbd(tmp_path)
     before = tree_state(voc)
-    trainaug = prepare.prepare(voc, sbd, workers=2)
+    trainaug = prepare.prepare_voc(voc, sbd, workers=2)
     expected = sorted((set(VOC_TRAIN) | set(SBD_TRAIN) | set(SBD_VAL)) - set(VOC_VAL))
     assert trainaug == expected == ['both_tr', 's_both', 's_tr', 's_val', 'v_tr', 'vtr_sval']
     lists = os.path.join(voc, 'ImageSets', 'Segmentation')
@@ -36,7 +37,7 @@ def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsy
     after = tree_state(voc)
     assert all(after[p] == v for p, v in before.items())  # VOC's own files untouched
     assert 'differs from the 10582 ids' in capsys.readouterr().out
-    assert prepare.prepare(voc, sbd, workers=2) == expected  # again: nothing rewritten
+    assert prepare.prepare_voc(voc, sbd, workers=2) == expected  # again: nothing rewritten
     assert tree_state(voc) == after
     settings.DATA_ROOT, settings.N_CLASSES = voc, 21
     assert dataset.TrainDataset().ids == expected and len(dataset.ValDataset()) == 3
@@ -46,75 +47,60 @@ def test_prepare_names_what_is_wrong(tmp_path):
     """VOC + SBD: a wrong folder, a missing image, a broken .mat; a fixed re-run finishes."""
     voc, sbd, _ = fake_voc_sbd(tmp_path)
     with pytest.raises(config.UserError, match='cls.*SBD labels'):
-        prepare.prepare(voc, voc, workers=1)
+        prepare.prepare_voc(voc, voc, workers=1)
     with pytest.raises(config.UserError, match='VOC 2012 folder'):
-        prepare.prepare(str(tmp_path / 'nope'), sbd, workers=1)
+        prepare.prepare_voc(str(tmp_path / 'nope'), sbd, workers=1)
     jpg = os.path.join(voc, 'JPEGImages', 's_val.jpg')
     os.rename(jpg, jpg + '.away')
     with pytest.raises(config.UserError, match='first: s_val'):  # found before any writing
-        prepare.prepare(voc, sbd, workers=1)
+        prepare.prepare_voc(voc, sbd, workers=1)
     assert not os.path.exists(os.path.join(voc, 'SegmentationClassAug'))
     os.rename(jpg + '.away', jpg)
     with open(os.path.join(sbd, 'cls', 's_tr.mat'), 'wb') as f:
         f.write(b'not a mat file')
     with pytest.raises(config.UserError, match='s_tr.mat cannot be read'):
-        prepare.prepare(voc, sbd, workers=1)
+        prepare.prepare_voc(voc, sbd, workers=1)
     # fixed, the next run finishes the work and clears what a killed run left half-written
     write_mat(os.path.join(sbd, 'cls', 's_tr.mat'), np.zeros((13, 19), np.uint8))
-    stale = os.path.join(voc, 'SegmentationClassAug', 'v_tr.png.tmp123.png')
+    stale = os.path.join(voc, 'SegmentationClassAug', f'v_tr.png.tmp{dead_pid()}.png')
     open(stale, 'wb').close()
-    prepare.prepare(voc, sbd, workers=1)
+    prepare.prepare_voc(voc, sbd, workers=1)
     assert not os.path.exists(stale) and len(os.listdir(os.path.dirname(stale))) == 10
 
 
 # ---------------------------------------------------------------------------- the command line
 
-def test_command_line(tmp_path, monkeypatch, capsys):
-    """`prepare` on a bad tree: one sentence, status 2."""
-    monkeypatch.setattr(sys, 'argv', ['dataset.py', 'prepare', '--voc', str(tmp_path),
-                                      '--sbd', str(tmp_path)])
-    with pytest.raises(SystemExit) as end:
-        dataset.main()
-    err = capsys.readouterr().err
-    assert end.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1
-
-
-def test_command_line_prepares_and_refuses_mistakes(tmp_path, monkeypatch, capsys):
-    """`python dataset.py prepare cityscapes ROOT --out DIR` through dataset.main(), and
-    the mistakes of the command line as one sentence with status 2."""
+def test_command_line_prepares_and_refuses_mistakes(tmp_path, capsys):
+    """`python prepare.py cityscapes ROOT --out DIR`, and the mistakes of the command line as one
+    sentence naming what is wrong, with status 2."""
     root, _ = fake_cityscapes(tmp_path)
     out = tmp_path / 'prepared'
-    monkeypatch.setattr(sys, 'argv', ['dataset.py', 'prepare', 'cityscapes', str(root),
-                                      '--out', str(out), '--workers', '2'])
-    dataset.main()
-    assert f'settings: DATA_ROOT={out} N_CLASSES=19' in capsys.readouterr().out
+    code, text, err = run_main(prepare.main, ['cityscapes', str(root), '--out', str(out),
+                                              '--workers', '2'], capsys)
+    assert code == 0 and f'settings: DATA_ROOT={out} N_CLASSES=19' in text, err
     assert sorted(os.listdir(out)) == ['ImageSets', 'JPEGImages', 'SegmentationClassAug',
                                        'classes.txt', 'palette.txt']
     for argv, match in (
+            (['--voc', str(tmp_path), '--sbd', str(tmp_path)],
+             f'{tmp_path}/JPEGImages (VOC images) does not exist'),
             (['cityscapes', str(root), '--workers', '-1'], '--workers -1 must be 0'),
-            (['cityscapes'], 'prepare cityscapes takes 1 folder'),
-            (['context', str(root)], 'prepare context takes 2 folder'),
-            ([], 'prepare takes a dataset'),
+            (['cityscapes'], 'prepare.py cityscapes takes 1 folder'),
+            (['context', str(root)], 'prepare.py context takes 2 folder'),
+            ([], 'prepare.py takes a dataset'),
             (['ade20k', str(root), '--classes', '59'], '--classes does not apply to ade20k'),
             (['voc', str(root), str(root), '--out', str(out)], '--out does not apply to voc'),
             (['--voc', str(root)], 'give both --voc and --sbd')):
-        monkeypatch.setattr(sys, 'argv', ['dataset.py', 'prepare', *argv])
-        with pytest.raises(SystemExit) as end:
-            dataset.main()
-        err = capsys.readouterr().err
-        assert end.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
-        assert match in err, err
-    args = argparse.ArgumentParser()
-    prepare.add_arguments(args)
-    with pytest.raises(config.UserError, match='--workers -3 must be 0'):  # prepare's own check
-        prepare.run(args.parse_args(['ade20k', str(root), '--workers', '-3']))
+        code, _, err = run_main(prepare.main, argv, capsys)
+        assert code == 2
+        one_sentence(err, match)
 
 
 # ---------------------------------------------------------------------------- train and score
 
-TINY = ['N_LAYERS=18', 'STEM=torchvision', 'STRIDE=16', 'EMA_CHANNELS=16', 'N_BASES=4',
-        'BATCH_SIZE=2', 'ITER_MAX=2', 'ITER_SAVE=2', 'LOG_EVERY=1', 'NUM_WORKERS=0',
-        'PRETRAINED=', 'IMAGE_EVERY=0', 'ATTN_IMAGES=0', 'SCALES=(0.5,1.0,2.0)']
+# the tiny network, two steps, its classes those of the dataset
+SHORT = as_args({k: v for k, v in TINY.items() if k != 'N_CLASSES'}) + [
+    'BATCH_SIZE=2', 'ITER_MAX=2', 'ITER_SAVE=2', 'LOG_EVERY=1', 'IMAGE_EVERY=0',
+    'SCALES=(0.5,1.0,2.0)']
 
 
 @pytest.mark.parametrize('name, extra', [
@@ -126,8 +112,6 @@ def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, caps
                                                                      extra):
     """Each fake download, prepared, trains with the printed settings (two steps of a tiny
     network, crops (17, 33)) and is scored by eval.py: the same code for every dataset."""
-    import eval as ev
-    import train
     make = {'cityscapes': lambda: (fake_cityscapes(tmp_path)[0],),
             'context': lambda: fake_context(tmp_path)[:2],
             'cocostuff10k': lambda: (fake_cocostuff10k(tmp_path)[0],),
@@ -139,10 +123,10 @@ def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, caps
     words = shlex.split(line[len('settings: '):])  # as a user pastes them
     found = {k: config.parse(k, v) for k, v in (w.split('=', 1) for w in words)}
     out = [f'MODEL_DIR={tmp_path}/models', f'LOG_DIR={tmp_path}/logs']
-    train.main(words + TINY + extra + out + ['CROP_SIZE=(17,33)'])
+    train.main(words + SHORT + extra + out + ['CROP_SIZE=(17,33)'])
     saved = config.resolved()
-    result = ev.main([f'{tmp_path}/models/final.pth', f'DATA_ROOT={found["DATA_ROOT"]}'] + TINY
-                     + extra + out)
+    result = evaluation.main([f'{tmp_path}/models/final.pth', f'DATA_ROOT={found["DATA_ROOT"]}']
+                             + SHORT + extra + out)
     text = capsys.readouterr().out
     assert 'done: 2 steps' in text and 'mIoU' in text and 0 <= result['pAcc'] <= 1
     assert len(result['per_class']) == found['N_CLASSES'] == saved['N_CLASSES']

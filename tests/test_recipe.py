@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import settings
-from test_train import tiny_net
+from conftest import TINY_RUN, tiny_net
 
 
 def test_parameter_groups_and_poly_lr_follow_the_recipe():
@@ -60,7 +60,7 @@ def test_loss_falls_on_one_repeated_batch(toy_root):
     import dataset
     import recipe
     import transforms
-    net = tiny_net()
+    net = tiny_net(**TINY_RUN)
     settings.DATA_ROOT, settings.LR = toy_root, 0.01
     data = dataset.TrainDataset()
     image, label = (torch.stack(t) for t in zip(data[0], data[1]))

@@ -1,6 +1,8 @@
-"""train.py: whole runs through its command line (`python train.py KEY=VALUE ...` as a
-subprocess): end to end, resume after SIGKILL, torchrun, refusals; the compile check."""
-import fcntl
+"""train.py: whole runs (end to end, resume after SIGKILL, torchrun, refusals, fine-tuning) through
+its command line, in this process where no process must die and in a new one where it must;
+the compile check."""
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -13,80 +15,28 @@ import torch
 
 import config
 import settings
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(N_LAYERS=18, STEM='torchvision', STRIDE=16, EMA_CHANNELS=32, N_BASES=8,
-            N_CLASSES=5, CROP_SIZE=33, BATCH_SIZE=2, NUM_WORKERS=0, PRETRAINED='',
-            ITER_MAX=6, ITER_SAVE=10, LOG_EVERY=2, IMAGE_EVERY=0, VAL_EVERY=0)
-
-
-def args(toy_root, tmp, **over):
-    """KEY=VALUE arguments of a tiny run on the toy data, writing into tmp."""
-    values = {**TINY, 'DATA_ROOT': toy_root, 'MODEL_DIR': os.path.join(tmp, 'models'),
-              'LOG_DIR': os.path.join(tmp, 'logdir'), **over}
-    return [f'{k}={v}' if isinstance(v, str) else f'{k}={v!r}' for k, v in values.items()]
-
-
-# One thread per process: on a small shared machine more threads mostly wait for each other.
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run(argv, torchrun=0, check=True):
-    launcher = ([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                 f'--nproc_per_node={torchrun}'] if torchrun else [sys.executable])
-    done = subprocess.run(launcher + [os.path.join(ROOT, 'train.py'), *argv],
-                          capture_output=True, text=True, timeout=300, env=ENV)
-    if check:
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done
-
-
-def load(tmp, name):
-    return torch.load(os.path.join(tmp, 'models', name), weights_only=True)
-
-
-def assert_same_state(a, b):
-    assert a['step'] == b['step']
-    assert a['net'].keys() == b['net'].keys()
-    for key in a['net']:
-        assert torch.equal(a['net'][key], b['net'][key]), key
-    sa, sb = a['optimizer']['state'], b['optimizer']['state']
-    assert sa.keys() == sb.keys() and len(sa) > 0
-    for key in sa:
-        assert torch.equal(sa[key]['momentum_buffer'], sb[key]['momentum_buffer'])
-    assert a['optimizer']['param_groups'] == b['optimizer']['param_groups']
-
-
-def tensorboard_events(tmp):
-    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
-    events = accumulator.EventAccumulator(os.path.join(tmp, 'logdir'))
-    events.Reload()
-    return events
+import train
+from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load, one_sentence,
+                      run_main, run_script, tensorboard_events, tiny_net)
 
 
 @pytest.fixture(scope='module')
 def reference(toy_root, tmp_path_factory):
     """One uninterrupted run (2 loader workers, images and validation on) and its folder."""
     tmp = str(tmp_path_factory.mktemp('reference'))
-    done = run(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=3, ITER_SAVE=3))
-    return tmp, done.stdout
+    out = io.StringIO()
+    fresh_settings()
+    with contextlib.redirect_stdout(out):
+        train.main(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=3, ITER_SAVE=3))
+    fresh_settings()
+    return tmp, out.getvalue()
 
 
-def tiny_net():
-    """The tiny run's network, its settings applied, seeded."""
-    for key, value in TINY.items():
-        setattr(settings, key, value)
-    import network
-    torch.manual_seed(0)
-    return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+def run(argv, capsys, code=0):
+    """train.main(argv) in this process: its stdout and stderr, the exit status checked."""
+    got, out, err = run_main(train.main, argv, capsys)
+    assert got == code, out[-2000:] + err[-2000:]
+    return out, err
 
 
 # ---------------------------------------------------------------------------- whole runs
@@ -121,7 +71,7 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert load(tmp, 'best.pth')['step'] == best['step']
     with open(os.path.join(tmp, 'logdir', 'train.log')) as f:
         assert 'step 6/6' in f.read()
-    events = tensorboard_events(tmp)
+    events = tensorboard_events(os.path.join(tmp, 'logdir'))
     tags = events.Tags()
     assert {'train/loss', 'train/images_per_s', 'lr/conv_weight', 'lr/bn_weight', 'lr/bias',
             'val/mIoU', 'val_iou/disk'} <= set(tags['scalars'])
@@ -131,22 +81,22 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert len(events.Images('train/input_truth_prediction')) == 2  # steps 3 and 6
 
 
-def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path):
+def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path, capsys):
     import network
     tmp = str(tmp_path)
     extractor = tiny_net().extractor.state_dict()
     weights = {network.imagenet_name(k): v + 1 for k, v in extractor.items()}
     torch.save({**weights, 'fc.weight': torch.zeros(1000, 512)}, os.path.join(tmp, 'r18.pth'))
     argv = args(toy_root, tmp, ITER_MAX=1, PRETRAINED=os.path.join(tmp, 'r18.pth'), BN_MOM=0.0)
-    done = run(argv)
-    assert f'loaded {len(extractor)} ImageNet tensors' in done.stdout
+    out, _ = run(argv, capsys)
+    assert f'loaded {len(extractor)} ImageNet tensors' in out
     state = load(tmp, 'final.pth')['net']  # BN statistics do not move with BN_MOM=0
     assert torch.equal(state['extractor.1.running_var'], weights['bn1.running_var'])
-    done = run(argv)
-    assert 'resuming from' in done.stdout and 'ImageNet' not in done.stdout
+    out, _ = run(argv, capsys)
+    assert 'resuming from' in out and 'ImageNet' not in out
 
 
-def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path):
+def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_path, capsys):
     tmp = str(tmp_path)
     argv = args(toy_root, tmp, NUM_WORKERS=2, LOG_EVERY=1, ITER_SAVE=3, VAL_EVERY=3)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
@@ -160,71 +110,81 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_
     proc.stdout.close()
     assert load(tmp, 'latest.pth')['step'] in (2, 3)
     assert not os.path.exists(os.path.join(tmp, 'models', 'final.pth'))
-    with open(os.path.join(tmp, 'models', 'latest.pth.tmp99999'), 'wb') as f:
+    half = os.path.join(tmp, 'models', f'latest.pth.tmp{proc.pid}')
+    with open(half, 'wb') as f:
         f.write(b'half a checkpoint')  # what a kill during a save leaves behind
-    done = run(argv + ['NUM_WORKERS=0'])  # the loader workers do not change the data
-    assert 'resuming from' in done.stdout
+    out, _ = run(argv + ['NUM_WORKERS=0'], capsys)  # the loader workers do not change the data
+    assert 'resuming from' in out
     assert_same_state(load(tmp, 'final.pth'), load(reference[0], 'final.pth'))
-    assert not os.path.exists(os.path.join(tmp, 'models', 'latest.pth.tmp99999'))  # removed
+    assert not os.path.exists(half)  # removed
     assert load(tmp, 'final.pth')['best'] == load(reference[0], 'final.pth')['best']
     for name in ('step_3.pth', 'step_6.pth'):  # its other checkpoints match the reference too
         assert_same_state(load(tmp, name), load(reference[0], name))
-    losses = tensorboard_events(tmp).Scalars('train/loss')  # steps after latest.pth: once
-    assert [e.step for e in losses] == [1, 2, 3, 4, 5, 6]
-    reference_losses = tensorboard_events(reference[0]).Scalars('train/loss')
+    losses = tensorboard_events(os.path.join(tmp, 'logdir')).Scalars('train/loss')
+    assert [e.step for e in losses] == [1, 2, 3, 4, 5, 6]  # steps after latest.pth: once
+    reference_losses = tensorboard_events(os.path.join(reference[0], 'logdir')).Scalars(
+        'train/loss')
     assert [e.value for e in losses] == [e.value for e in reference_losses]
 
 
 def test_torchrun_two_processes_agree(toy_root, tmp_path):
     tmp = str(tmp_path)
-    done = run(args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2, VAL_EVERY=3, IMAGE_EVERY=3),
-               torchrun=2)
+    done = run_script('train.py', args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2, VAL_EVERY=3,
+                                       IMAGE_EVERY=3), torchrun=2)
     assert '2 processes hold the same weights and bases' in done.stdout
     assert done.stdout.count('val (T=3) mIoU') == 1  # rank 0 logs, both ranks validate
     assert load(tmp, 'final.pth')['step'] == 3
-    import train
     settings.BATCH_SIZE = 3
     with pytest.raises(config.UserError, match='does not divide over 2 processes'):
         train.check_settings(2)
 
 
-def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_root, tmp_path):
+def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_root, tmp_path,
+                                                                 capsys):
     tmp = str(tmp_path)
     shutil.copytree(os.path.join(reference[0], 'models'), os.path.join(tmp, 'models'))
-    done = run(args(toy_root, tmp, LR=0.02, N_BASES=4), check=False)
-    assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert 'LR=0.009 (now 0.02)' in done.stderr and 'N_BASES=8 (now 4)' in done.stderr
-    assert f"sh clean.sh MODEL_DIR={tmp}/models LOG_DIR={tmp}/logdir`" in done.stderr
+    _, err = run(args(toy_root, tmp, LR=0.02, N_BASES=4), capsys, code=2)
+    one_sentence(err, 'LR=0.009 (now 0.02)', 'N_BASES=8 (now 4)',
+                 f"sh clean.sh MODEL_DIR={tmp}/models LOG_DIR={tmp}/logdir`")
     ckpt = load(tmp, 'latest.pth')
     ckpt['net']['fc2.extra'] = ckpt['net'].pop('fc2.bias')
     torch.save(ckpt, os.path.join(tmp, 'models', 'latest.pth'))
-    done = run(args(toy_root, tmp), check=False)
-    assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert 'does not fit the network' in done.stderr
-    assert 'missing 1 key(s) like fc2.bias' in done.stderr
+    _, err = run(args(toy_root, tmp), capsys, code=2)
+    one_sentence(err, 'does not fit the network', 'missing 1 key(s) like fc2.bias')
     shutil.copy(os.path.join(reference[0], 'models', 'latest.pth'), os.path.join(tmp, 'models'))
-    with open(os.path.join(tmp, 'models', 'train.lock'), 'a') as f:
-        fcntl.lockf(f, fcntl.LOCK_EX)  # as a run writing into this folder holds it
-        done = run(args(toy_root, tmp), check=False)
-    assert done.returncode == 2 and 'another train.py is writing into' in done.stderr
+    with locked(os.path.join(tmp, 'models', 'train.lock')):  # as a run writing there holds it
+        _, err = run(args(toy_root, tmp), capsys, code=2)
+    one_sentence(err, 'another train.py is writing into')
     os.makedirs(os.path.join(tmp, 'logdir'), exist_ok=True)
-    with open(os.path.join(tmp, 'logdir', 'train.log.lock'), 'a') as f:
-        fcntl.lockf(f, fcntl.LOCK_EX)  # another run, with another MODEL_DIR, logs here
-        done = run(args(toy_root, tmp), check=False)
-    assert done.returncode == 2 and f'writing into {tmp}/logdir; wait for it, stop it, or ' \
-        f'pass another LOG_DIR' in done.stderr
-    done = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0))
-    assert 'resuming from' in done.stdout and 'at step 6' in done.stdout
+    with locked(os.path.join(tmp, 'logdir', 'train.log.lock')):  # a run of another MODEL_DIR
+        _, err = run(args(toy_root, tmp), capsys, code=2)
+    one_sentence(err, f'writing into {tmp}/logdir; wait for it, stop it, or pass another LOG_DIR')
+    out, _ = run(args(toy_root, tmp, LOG_EVERY=5, NUM_WORKERS=1, VAL_EVERY=0), capsys)
+    assert 'resuming from' in out and 'at step 6' in out
 
 
-def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path):
+@contextlib.contextmanager
+def locked(path):
+    """Inside, another process holds the lock on file `path`, as a running train.py does
+    (fcntl locks belong to a process: this one's own would not stop it)."""
+    holder = subprocess.Popen([sys.executable, '-c', 'import fcntl, sys\n'
+                               'f = open(sys.argv[1], "a")\nfcntl.lockf(f, fcntl.LOCK_EX)\n'
+                               'print("held", flush=True)\nsys.stdin.read()', path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'held\n'
+        yield
+    finally:
+        holder.communicate('')
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path, capsys):
     tmp = str(tmp_path)
-    done = run(args(toy_root, tmp, LR=1e30), check=False)
-    assert done.returncode == 2 and 'Traceback' not in done.stderr
-    assert 'training stopped; lower LR' in done.stderr, done.stderr
+    _, err = run(args(toy_root, tmp, LR=1e30), capsys, code=2)
+    one_sentence(err, 'training stopped; lower LR')
     ckpt = load(tmp, 'latest.pth')
     assert all(torch.isfinite(t).all() for t in ckpt['net'].values() if t.is_floating_point())
-    events = tensorboard_events(tmp)  # the curve up to the divergence reached TensorBoard
+    events = tensorboard_events(os.path.join(tmp, 'logdir'))  # the curve up to the divergence
     assert [e.step for e in events.Scalars('train/loss')] == list(range(1, ckpt['step'] + 1))
 
 
@@ -242,27 +202,20 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path)
     (['LOG_DIR=/dev/null/logdir'], 'LOG_DIR /dev/null/logdir cannot be made or written'),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path, capsys):
-    import train
-    with pytest.raises(SystemExit) as e:
-        train.main(args(toy_root, str(tmp_path)) + argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    _, err = run(args(toy_root, str(tmp_path)) + argv, capsys, code=2)
+    one_sentence(err, message)
 
 
 # ---------------------------------------------------------------------------- scripts
-
-def sh(script, *argv, cwd=None, env=None):
-    return subprocess.run(['sh', str(script), *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, 'PYTHON': sys.executable, **(env or {})})
-
 
 def test_tensorboard_sh_serves_log_dir_on_localhost(tmp_path):
     fake = tmp_path / 'tensorboard'
     fake.write_text('#!/bin/sh\necho ARGS "$@"\n')
     fake.chmod(0o755)
-    done = sh(os.path.join(ROOT, 'tensorboard.sh'), '7007', cwd=str(tmp_path),
-              env={'PATH': f'{tmp_path}:{os.environ["PATH"]}'})
+    done = subprocess.run(['sh', os.path.join(ROOT, 'tensorboard.sh'), '7007'], cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'PYTHON': sys.executable,
+                               'PATH': f'{tmp_path}:{os.environ["PATH"]}'})
     assert done.returncode == 0, done.stderr
     log_dir = os.path.realpath(config.path(settings.LOG_DIR))
     assert f'ARGS --logdir {log_dir} --host 127.0.0.1 --port 7007' in done.stdout, done.stdout
@@ -285,10 +238,8 @@ class Detached(torch.nn.Module):
 
 
 def test_the_compiled_network_is_checked_against_eager(toy_root):
-    import train
     import dataset
-    net = tiny_net().train()
-    settings.DATA_ROOT = toy_root
+    net = tiny_net(**TINY_RUN, DATA_ROOT=toy_root).train()
     data = dataset.TrainDataset()
     image, label = (torch.stack(t) for t in zip(data[0], data[1]))
     x = torch.nn.functional.pad(image.float(), (0, 0)) / 255
@@ -309,11 +260,12 @@ def test_the_compiled_network_is_checked_against_eager(toy_root):
 
 # ---------------------------------------------------------------------------- fine-tuning
 
-def test_init_from_starts_a_new_run_from_another_runs_weights(reference, toy_root, tmp_path):
+def test_init_from_starts_a_new_run_from_another_runs_weights(reference, toy_root, tmp_path,
+                                                               capsys):
     parent = os.path.join(reference[0], 'models', 'final.pth')
     tmp = str(tmp_path)
-    done = run(args(toy_root, tmp, INIT_FROM=parent, ITER_MAX=1, LR=1e-12, LOG_EVERY=1))
-    assert f'initialised from {parent} (step 6)' in done.stdout
+    out, _ = run(args(toy_root, tmp, INIT_FROM=parent, ITER_MAX=1, LR=1e-12, LOG_EVERY=1), capsys)
+    assert f'initialised from {parent} (step 6)' in out
     child, mother = load(tmp, 'final.pth'), torch.load(parent, weights_only=True)
     assert child['init_from'] == parent and child['step'] == 1  # a new schedule
     for key in ('fc0.conv.weight', 'emau.conv1.weight', 'fc2.bias'):
@@ -327,7 +279,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(reference, toy_roo
     records = [f for f in os.listdir(os.path.join(tmp, 'logdir')) if f.startswith('train-')]
     record = json.load(open(os.path.join(tmp, 'logdir', records[0])))
     assert record['init_from'] == parent
-    done = run(args(toy_root, str(tmp_path / 'other'), INIT_FROM=parent, N_LAYERS=34),
-               check=False)
-    assert done.returncode == 2 and 'STEM=torchvision N_LAYERS=34: N_CLASSES=5' in done.stderr
-    assert 'N_LAYERS=18 by its weights' in done.stderr and 'or another INIT_FROM.' in done.stderr
+    _, err = run(args(toy_root, str(tmp_path / 'other'), INIT_FROM=parent, N_LAYERS=34), capsys,
+                 code=2)
+    one_sentence(err, 'STEM=torchvision N_LAYERS=34: N_CLASSES=5', 'N_LAYERS=18 by its weights',
+                 'or another INIT_FROM.')

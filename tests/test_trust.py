@@ -18,14 +18,18 @@ import config
 import prepare
 import runs
 import settings
-from test_train import ENV, ROOT, args, load
+import train
+from conftest import ENV, ROOT, args, dead_pid, load, one_sentence, run_main
 
 # ---------------------------------------------------------------------------- clean.sh
 
 
+SH_ENV = {**os.environ, 'PYTHON': sys.executable}  # the shell scripts' Python: this one
+
+
 def sh(script, *argv, cwd=None):
     return subprocess.run(['sh', str(script), *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, 'PYTHON': sys.executable})
+                          timeout=60, env=SH_ENV)
 
 
 @pytest.fixture
@@ -35,18 +39,19 @@ def project(tmp_path):
     for d in ('models', 'logdir/eval_final-1a2b3c4d_val_ss_T3_pred', 'logdir/mine',
               'logdir/predict_final-1a2b3c4d_ss', '__pycache__'):
         (project / d).mkdir(parents=True)
-    shutil.copy(os.path.join(ROOT, 'clean.sh'), project)
-    shutil.copy(os.path.join(ROOT, 'settings.py'), project)
+    for name in ('clean.sh', 'settings.py', 'config.py', 'runs.py'):  # what clean.sh uses
+        shutil.copy(os.path.join(ROOT, name), project)
+    pid = dead_pid()  # of a killed write
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth',
             'models/step_x.pth', 'logdir/notes.txt', 'logdir/mine/a.png',
             'logdir/predict_final-1a2b3c4d_ss/results.md']
     gone = ['models/latest.pth', 'models/final.pth', 'models/best.pth', 'models/step_2000.pth',
-            'models/latest.pth.tmp123', 'models/train.lock', 'logdir/train.log',
+            f'models/latest.pth.tmp{pid}', 'models/train.lock', 'logdir/train.log',
             'logdir/train-20261122-101010-step0.json', 'logdir/metrics.jsonl',
             'logdir/events.out.tfevents.1.host.77', 'logdir/eval_final-1a2b3c4d_val_ss_T3.json',
             'logdir/eval_final-1a2b3c4d_val_ss_T3_confusion.png', 'logdir/bench.json',
             'logdir/eval_final-1a2b3c4d_val_ss_T3_pred/2007_000033.png',
-            'logdir/predict_final-1a2b3c4d_ss/cat.png', 'logdir/metrics.jsonl.tmp4242',
+            'logdir/predict_final-1a2b3c4d_ss/cat.png', f'logdir/metrics.jsonl.tmp{pid}',
             '__pycache__/a.pyc']
     for name in keep + gone:
         (project / name).write_text('x')
@@ -87,43 +92,33 @@ def test_clean_sh_refuses_a_log_dir_holding_weights_data_or_the_project(project,
     assert sorted(str(p) for p in project.rglob('*')) == before
 
 
-def test_clean_sh_refuses_while_a_run_holds_the_folder(toy_root, tmp_path):
-    argv = args(toy_root, str(tmp_path), ITER_MAX=30, LOG_EVERY=1, ITER_SAVE=1000)
+def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(toy_root, tmp_path,
+                                                                           capsys):
+    """While a run holds its folders clean.sh refuses; SIGTERM (what a cluster scheduler sends)
+    stops the run with one line; the same command resumes it; then clean.sh removes it all."""
+    argv = args(toy_root, str(tmp_path), ITER_MAX=30, LOG_EVERY=1, ITER_SAVE=20, NUM_WORKERS=2)
+    clean = ['sh', os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
+             f'LOG_DIR={tmp_path}/logdir']
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.startswith('step 2/30'):
+            done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
+            assert done.returncode != 0 and 'a train.py is running in' in done.stderr, done.stderr
+        if line.startswith('step 4/30'):  # latest.pth is written every 2 steps
             break
-    done = sh(os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
-              f'LOG_DIR={tmp_path}/logdir')
-    rest, err = proc.communicate(timeout=300)
-    assert done.returncode != 0 and 'a train.py is running in' in done.stderr, done.stderr
-    assert proc.returncode == 0, err  # the run finished undisturbed
-    assert load(str(tmp_path), 'final.pth')['step'] == 30
-    done = sh(os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
-              f'LOG_DIR={tmp_path}/logdir')
-    assert done.returncode == 0 and os.listdir(tmp_path / 'models') == []
-
-# ---------------------------------------------------------------------------- stops
-
-
-def test_sigterm_stops_training_with_one_line_and_the_run_resumes(toy_root, tmp_path):
-    argv = args(toy_root, str(tmp_path), ITER_MAX=8, LOG_EVERY=1, ITER_SAVE=20, NUM_WORKERS=2)
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith('step 4/8'):  # latest.pth is written every 2 steps
-            break
-    proc.send_signal(signal.SIGTERM)  # what a cluster scheduler sends
+    proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and 'Traceback' not in err, err
     assert err.strip().splitlines()[-1] == (f'interrupted; the same command resumes from '
                                             f'{tmp_path}/models/latest.pth when it was written')
-    assert load(str(tmp_path), 'latest.pth')['step'] in (2, 4, 6)  # the log line comes first
-    done = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and 'resuming from' in done.stdout, done.stderr
-    assert load(str(tmp_path), 'final.pth')['step'] == 8
+    step = load(str(tmp_path), 'latest.pth')['step']  # the log line comes first
+    assert step % 2 == 0 and 2 <= step < 30
+    code, out, err = run_main(train.main, argv, capsys)
+    assert code == 0 and f'resuming from {tmp_path}/models/latest.pth at step {step}' in out, err
+    assert load(str(tmp_path), 'final.pth')['step'] == 30
+    done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
+    assert done.returncode == 0 and os.listdir(tmp_path / 'models') == [], done.stderr
 
 # ---------------------------------------------------------------------------- writes
 
@@ -166,6 +161,21 @@ def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path, monkeypatch):
         runs.write_record({}, str(tmp_path / 'ro'), 'x.json')
 
 
+def test_only_the_leftovers_of_killed_writes_are_removed(tmp_path):
+    dead, alive = dead_pid(), os.getpid()
+    for name in (f'a.pth.tmp{dead}', f'b.png.tmp{dead}.png', f'c.json.tmp{alive}', 'd.tmp',
+                 'notes.txt', f'e.tmp{dead}x'):
+        (tmp_path / name).write_text('x')
+    assert runs.remove_leftovers(str(tmp_path)) == 2
+    assert sorted(os.listdir(tmp_path)) == [f'c.json.tmp{alive}', 'd.tmp', f'e.tmp{dead}x',
+                                            'notes.txt']  # a running write's stays
+    with runs.atomic(str(tmp_path / 'f.txt')) as tmp:
+        assert tmp == str(tmp_path / f'f.txt.tmp{alive}') == runs.temporary(str(tmp_path /
+                                                                                 'f.txt'))
+        assert not runs.is_leftover(os.path.basename(tmp))
+        open(tmp, 'w').close()
+
+
 def test_run_records_never_overwrite_each_other(tmp_path):
     (tmp_path / 'train-x-step0.json').write_text('{}')
     assert runs.unique_name(str(tmp_path), 'train-x-step0', '.json') == 'train-x-step0-2.json'
@@ -180,9 +190,8 @@ def test_run_records_never_overwrite_each_other(tmp_path):
 ])
 def test_a_resume_refuses_a_broken_latest_checkpoint(toy_root, tmp_path, capsys, problem,
                                                      message):
-    import train
     argv = args(toy_root, str(tmp_path), ITER_MAX=2)
-    train.main(argv)
+    assert run_main(train.main, argv, capsys)[0] == 0
     target = tmp_path / 'models' / 'latest.pth'
     if problem == 'nan':
         ckpt = torch.load(target, weights_only=True)
@@ -190,11 +199,9 @@ def test_a_resume_refuses_a_broken_latest_checkpoint(toy_root, tmp_path, capsys,
         torch.save(ckpt, target)
     else:
         target.write_bytes(b'')
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as end:
-        train.main(argv)
-    err = capsys.readouterr().err
-    assert end.value.code == 2 and message in err and err.count('\n') == 1, err
+    code, _, err = run_main(train.main, argv, capsys)
+    assert code == 2
+    one_sentence(err, message)
 
 
 def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
@@ -206,4 +213,4 @@ def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
                                                r"PNG .*; VOC's own SegmentationClass labels are "
                                                r'palette PNGs of class indices, so download VOC '
                                                r'2012 again\.$'):
-        prepare.prepare(voc, sbd, workers=1)
+        prepare.prepare_voc(voc, sbd, workers=1)

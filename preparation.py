@@ -1,19 +1,17 @@
-"""The layout of dataset.py, written: for every download that prepare.py knows: check all its files,
-link the images, convert the labels through a lookup table in a pool of processes, write the
-lists and class files, and print the settings that train on it. Nothing is written before all
-is checked; a re-run skips what is done and clears what a killed run left half-written."""
-import multiprocessing
+"""What every preparation shares: from a checked official download to the prepared layout that
+dataset.py reads (check all its files, link the images, convert the labels through a lookup
+table on every core, write the lists and class files) and the report that prints the settings
+that train on it. Nothing is written before all is checked; a re-run skips what is done and
+clears what a killed run left half-written. Not here: each dataset's own files (prepare.py)."""
 import os
 import re
-import shlex
 
 import numpy as np
 
 import config
 import dataset
+import pictures
 import runs
-
-LEFTOVER = re.compile(r'\.tmp\d+(\.png)?$')  # what runs.atomic leaves when a run is killed
 
 
 def write_prepared(out, splits, convert, classes, colours=None, workers=None, fix=''):
@@ -52,21 +50,20 @@ def write_prepared(out, splits, convert, classes, colours=None, workers=None, fi
     with runs.writing(out, '--out'):
         for folder in (out, os.path.join(out, 'JPEGImages'), labels, lists):
             os.makedirs(folder, exist_ok=True)
-            remove_leftovers(folder)
+            runs.remove_leftovers(folder)
         link_all([(seen[i], link) for i, link in links.items()])
         todo = {(src, os.path.join(labels, f'{i}.png')) for items in splits.values()
                 for i, _, src in items if src is not None}
-        todo = sorted(job for job in todo if not os.path.exists(job[1]))
         table = dataset.voc_colours()
         if colours:
             table[:len(colours)] = colours
-        pool(_write_label, todo, workers, 'labels', (convert, table.ravel().tolist()))
+        write_labels(convert, sorted(todo), workers, table.ravel().tolist())
         for split, items in splits.items():
-            dataset.write_text(os.path.join(lists, f'{split}.txt'), [i for i, _, _ in items])
-        dataset.write_text(os.path.join(out, 'classes.txt'), classes)
+            runs.write_text(os.path.join(lists, f'{split}.txt'), [i for i, _, _ in items])
+        runs.write_text(os.path.join(out, 'classes.txt'), classes)
         if colours:
-            dataset.write_text(os.path.join(out, 'palette.txt'),
-                               [' '.join(map(str, c)) for c in colours])
+            runs.write_text(os.path.join(out, 'palette.txt'),
+                            [' '.join(map(str, c)) for c in colours])
     return out
 
 
@@ -76,42 +73,16 @@ def link_all(pairs):
     todo = [(os.path.abspath(image), link) for image, link in pairs
             if not os.path.islink(link) or os.readlink(link) != os.path.abspath(image)]
     for target, link in tqdm(todo, desc='links', unit='file', disable=not todo):
-        tmp = f'{link}.tmp{os.getpid()}'  # a LEFTOVER if killed here
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
+        with runs.atomic(link) as tmp:  # a leftover if killed here
+            os.symlink(target, tmp)
 
 
-def remove_leftovers(folder):
-    """Remove the half-written files (*.tmp<pid>[.png]) that a killed run left in `folder`."""
-    for f in os.listdir(folder):
-        if LEFTOVER.search(f):
-            os.remove(os.path.join(folder, f))
-
-
-_WORKER = {}
-
-
-def _init_worker(state):
-    """Pool initializer: the converter and colours of the labels this pool writes."""
-    _WORKER['state'] = state
-
-
-def _write_label(job):
-    """One label: convert the download's source, write it as an index PNG."""
-    (convert, colours), (src, dst) = _WORKER['state'], job
-    dataset.write_label(convert(src), dst, colours)
-
-
-def pool(fn, jobs, workers, desc, state=None):
-    """fn over jobs in `workers` processes (default: every core) with a progress bar."""
-    if not jobs:
-        return
-    from tqdm import tqdm
-    n = min(workers or os.cpu_count() or 1, len(jobs))
-    with multiprocessing.Pool(n, _init_worker, (state,)) as pool:
-        for _ in tqdm(pool.imap_unordered(fn, jobs, chunksize=8), total=len(jobs), desc=desc,
-                      unit='file'):
-            pass
+def write_labels(convert, jobs, workers=None, colours=None):
+    """For each (source, target) whose target is not written yet: convert(source) -> a uint8
+    class map, written as an index PNG in `colours` (VOC's by default), on every core."""
+    def one(job):
+        pictures.write_label(convert(job[0]), job[1], colours)
+    config.parallel(one, [job for job in jobs if not os.path.exists(job[1])], workers, 'labels')
 
 
 def lut(size, pairs, default=255):
@@ -162,19 +133,14 @@ def convert_mat(src, lut, what, field):
     return mapped(label, lut, src, what)
 
 
-def need(path, what, fix):
+def must_exist(path, what, fix):
     """path, or one sentence naming it when it does not exist."""
     if not os.path.exists(path):
         raise config.UserError(f'{path} ({what}) does not exist; {fix}.')
     return path
 
 
-def read_ids(path):
-    """The ids of a list file of the download (first word of each non-empty line)."""
-    return [line.split()[0] for line in dataset.read_text(path, 'list') if line.strip()]
-
-
-def report(name, root, splits, unlabelled, official, settings, recipe):
+def print_result(name, root, splits, unlabelled, official, settings, recipe):
     """Print split sizes (with a note where one differs from the official count), where the
     recipe comes from and the settings line; returns the settings."""
     sizes = ', '.join(f'{s} {len(ids)}' + (' (images only)' if s in unlabelled else '')
@@ -187,14 +153,12 @@ def report(name, root, splits, unlabelled, official, settings, recipe):
                   f'missing.')
     print(f'recipe: {recipe}')
     settings = dict(DATA_ROOT=root, **settings)
-    text = {k: ','.join(map(str, v)) if isinstance(v, tuple) else str(v)
-            for k, v in settings.items()}
-    print('settings: ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in text.items()))
+    print(f'settings: {config.as_arguments(settings)}')
     return settings
 
 
-def finish(name, out, splits, official, settings, recipe):
-    """report for a dataset written by write_prepared (splits of (id, image, source))."""
+def print_written(name, out, splits, official, settings, recipe):
+    """print_result for a dataset written by write_prepared (splits of (id, image, source))."""
     ids = {s: [i for i, _, _ in items] for s, items in splits.items()}
     unlabelled = {s for s, items in splits.items() if all(src is None for *_, src in items)}
-    return report(name, out, ids, unlabelled, official, settings, recipe)
+    return print_result(name, out, ids, unlabelled, official, settings, recipe)

@@ -1,0 +1,275 @@
+"""The one inference path, shared by eval.py, validation during training, predict.py and
+bench.py: a checkpoint into a network, an image into the network's input, each image inferred
+at EVAL_SCALES (with flip, whole or in windows, padded as the original), and the scores of a
+confusion matrix. Not here: command lines, reports and pictures (the scripts, pictures.py)."""
+import contextlib
+import hashlib
+import math
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import config
+import dataset
+import network
+import pictures
+import runs
+import settings
+import transforms
+
+# The settings that define a trained network: taken from a checkpoint that records them.
+MODEL_KEYS = ('N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'EMA_CHANNELS', 'N_BASES', 'BN_MOM',
+              'EM_MOM', 'STAGE_NUM')
+
+# ---------------------------------------------------------------------------- checkpoint
+
+
+def checkpoint_id(target):
+    """<file stem>-<8 hex digits of its absolute path, size and time>: the same for one file,
+    different for another file of the same name (a/final.pth, b/final.pth) or a rewritten one."""
+    st = os.stat(target)
+    key = f'{os.path.abspath(target)}:{st.st_size}:{st.st_mtime_ns}'
+    stem = os.path.splitext(os.path.basename(target))[0]
+    return f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}'
+
+
+def load_net(target, device, keep=()):
+    """EMANet with the weights of checkpoint `target`, in eval mode on `device`, and what the
+    checkpoint says of itself: {'step', 'classes', 'palette'} (from DATA_ROOT when it does not
+    say). The model settings and MEAN/STD come from the checkpoint's 'settings' (when it has
+    them) unless named in `keep` (given on the command line), and so does DATA_ROOT when
+    settings.py's is not a folder; the original's {'net', 'step'} form uses settings as they are."""
+    ckpt = runs.load_checkpoint(target)
+    saved = ckpt.get('settings') or {}
+    taken = {k: saved[k] for k in MODEL_KEYS + ('MEAN', 'STD')
+             if k in saved and k not in keep and saved[k] != getattr(settings, k)}
+    if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
+            and not os.path.isdir(config.path(settings.DATA_ROOT))):
+        taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
+    for key, value in taken.items():
+        setattr(settings, key, value)
+    config.check()
+    if taken and config.rank_world()[0] == 0:
+        print(f'from the checkpoint: {network.describe(taken)}', flush=True)
+    net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+    load_weights(net, ckpt['net'], target, 'pass the settings it was trained with as KEY=VALUE')
+    net = net.to(device).eval()
+    if device.type == 'cuda':
+        net = net.to(memory_format=torch.channels_last)
+    info = {'step': ckpt.get('step'), **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
+    if 'classes' not in info or 'palette' not in info:
+        root = config.path(settings.DATA_ROOT)
+        found = dataset.meta(root) if os.path.isdir(root) else \
+            {'classes': dataset.class_names(root), 'palette': dataset.palette()}
+        info = {**found, **info}
+    return net, info
+
+
+def load_weights(net, state, target, fix, head_may_differ=False):
+    """network.load_weights, weights that do not fit said as one sentence (see there)."""
+    with config.as_user_error(network.WeightsError):
+        return network.load_weights(net, state, target, fix, head_may_differ)
+
+
+def mode_name():
+    """The inference mode as a name: 'ss' or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-
+    <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'."""
+    scales = tuple(settings.EVAL_SCALES)
+    name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
+    name += '_flip' if settings.EVAL_FLIP else ''
+    if settings.EVAL_MODE == 'slide':
+        name += f'_slide{settings.SLIDE_CROP}-{settings.SLIDE_STEP}'
+    return name + ('_bf16' if torch.cuda.is_available() and settings.AMP else '')
+
+# ---------------------------------------------------------------------------- the input
+
+
+def to_input(image, channels_last=None):
+    """uint8 images (B, 3, H, W) on the device -> the network's input: normalised float32, in
+    channels_last where the network's weights are (on CUDA, unless told)."""
+    return _memory_format(transforms.normalize_batch(image, settings.MEAN, settings.STD),
+                          channels_last)
+
+
+def _memory_format(x, channels_last=None):
+    channels_last = x.is_cuda if channels_last is None else channels_last
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def pad_to_stride(x):
+    """A normalised batch (B, 3, h, w) padded bottom and right with 0 (the mean colour) so that
+    h and w are 1 modulo STRIDE, as the original evaluates; crop [..., :h, :w] after."""
+    h, w = x.shape[-2:]
+    s = settings.STRIDE
+    return _memory_format(F.pad(x, (0, (1 - w) % s, 0, (1 - h) % s)))
+
+
+def autocast(device):
+    """bf16 autocast on CUDA when AMP (the network keeps its EM loop in float32); training and
+    evaluation share it."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=device.type == 'cuda' and settings.AMP)
+
+
+@contextlib.contextmanager
+def eval_mode(net):
+    """net.eval() inside, with cuDNN's benchmark off (each image size would start a new search
+    over its convolution algorithms); the net's mode and the flag as they were after."""
+    was_training, benchmark = net.training, torch.backends.cudnn.benchmark
+    net.eval()
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+        torch.backends.cudnn.benchmark = benchmark
+
+# ---------------------------------------------------------------------------- inference
+
+
+def validate(net, data, device, pred_dirs=None, colours=None, progress=False):
+    """{T: scores (see `scores`)} of `net` on a ValDataset for each EM stage count T of
+    STAGE_NUM_EVAL, inferred as `infer` does. Under torch.distributed every process takes every
+    world-th image and the confusion matrices are summed, so all processes must call it and all
+    get the same scores. With pred_dirs {T: folder} each prediction is written there as <id>.png
+    in `colours`. The net's train/eval mode and cuDNN's benchmark flag are restored after."""
+    rank, world = config.rank_world()
+    # DDP may broadcast buffers at a forward: a collective that uneven shares would hang on
+    net = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+    n, stages, pred_dirs = settings.N_CLASSES, network.stage_counts(), pred_dirs or {}
+    conf = torch.zeros(len(stages), n, n, dtype=torch.int64, device=device)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(data, range(rank, len(data), world)), batch_size=None,
+        num_workers=min(settings.NUM_WORKERS // world, 4), pin_memory=device.type == 'cuda')
+    for folder in pred_dirs.values():
+        with runs.writing(folder, 'LOG_DIR'):
+            os.makedirs(folder, exist_ok=True)
+    bar = tqdm(loader, desc='eval', unit='img', dynamic_ncols=True,
+               disable=not progress or rank != 0)
+    with eval_mode(net):
+        for image, label, id_ in bar:
+            prob = infer(net, image.to(device, non_blocking=True), stages, id_)
+            pred = prob.argmax(1)                                     # (T, H, W)
+            label = label.to(device, non_blocking=True)
+            for k, t in enumerate(stages):
+                conf[k] += confusion(pred[k], label, n, settings.IGNORE_LABEL)
+                if t in pred_dirs:
+                    pictures.write_label(pred[k].cpu().numpy(),
+                                         os.path.join(pred_dirs[t], f'{id_}.png'), colours)
+    if world > 1:
+        dist.all_reduce(conf)
+    return {t: scores(conf[k], data.classes) for k, t in enumerate(stages)}
+
+
+def infer(net, image, stages=None, name='an image'):
+    """Class probabilities (len(stages), n_classes, H, W) float32 of one uint8 image (3, H, W)
+    on the net's device, for each EM stage count of `stages` (STAGE_NUM_EVAL by default; the
+    backbone runs once for all): the softmax averaged over EVAL_SCALES and, with EVAL_FLIP, the
+    mirrored image, each inferred whole or in windows (EVAL_MODE, see `padded` and `windows`).
+    A scale s resizes a side n to STRIDE * round((n - 1) * s / STRIDE) + 1 (corners aligned).
+    The net must be in eval mode (see `eval_mode`)."""
+    stages = stages or network.stage_counts()
+    x = to_input(image[None], channels_last=False)
+    size, total, count = x.shape[-2:], 0., 0
+    whole = settings.EVAL_MODE == 'whole'
+    with torch.inference_mode():
+        for scale in settings.EVAL_SCALES:
+            xs = x if scale == 1 else resize(x, [settings.STRIDE * max(
+                1, round((n - 1) * scale / settings.STRIDE)) + 1 for n in size])
+            for flip in (False, True) if settings.EVAL_FLIP else (False,):
+                xf = xs.flip(-1) if flip else xs
+                try:
+                    p = padded(net, xf, stages) if whole else windows(net, xf, stages)
+                except (torch.OutOfMemoryError, RuntimeError) as e:
+                    raise out_of_memory(e, name, xf.shape[-2:], scale) from None
+                p = p.flip(-1) if flip else p
+                total = total + (p if scale == 1 else resize(p, size))
+                count += 1
+    return total / count
+
+
+def padded(net, x, stages):
+    """Softmax (T, n_classes, h, w) of a normalised image (1, 3, h, w), inferred padded (see
+    `pad_to_stride`) and cropped back."""
+    h, w = x.shape[-2:]
+    x = pad_to_stride(x)
+    with autocast(x.device):
+        features = net.features(x)
+        return torch.cat([F.softmax(net.head(features, x.shape[-2:], stages=t), dim=1)
+                          for t in stages])[:, :, :h, :w]                  # (T, n, h, w)
+
+
+def windows(net, x, stages):
+    """Softmax (T, n_classes, h, w) from SLIDE_CROP windows every SLIDE_STEP pixels (the last
+    flush with the edge), each inferred by `padded` and averaged where they overlap; one window
+    when the image fits in it, so that 'slide' equals 'whole' then."""
+    h, w = x.shape[-2:]
+    crop, step = settings.SLIDE_CROP, settings.SLIDE_STEP
+
+    def starts(n):
+        return sorted({min(i * step, n - crop) for i in range(math.ceil((n - crop) / step) + 1)}
+                      ) if n > crop else [0]
+    total = count = 0
+    for y in starts(h):
+        for x0 in starts(w):
+            win = (..., slice(y, y + crop), slice(x0, x0 + crop))
+            p = padded(net, x[win], stages)
+            if not torch.is_tensor(total):
+                total = p.new_zeros(len(stages), p.shape[1], h, w)
+                count = p.new_zeros(h, w)
+            total[win] += p
+            count[win] += 1
+    return total / count
+
+
+def out_of_memory(error, name, size, scale):
+    """The sentence for an image too large for memory, or `error` itself when it is another."""
+    if not isinstance(error, torch.OutOfMemoryError) and 'allocate' not in str(error):
+        return error
+    fix = ('pass EVAL_MODE=slide (windows of SLIDE_CROP pixels)' if settings.EVAL_MODE == 'whole'
+           else 'pass a smaller SLIDE_CROP')
+    return config.UserError(f'{name} at scale {scale} ({size[1]}x{size[0]} pixels) does not fit '
+                            f'in memory; {fix}, or fewer or smaller EVAL_SCALES.')
+
+
+def resize(x, size):
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=True)
+
+# ---------------------------------------------------------------------------- scores
+
+
+def confusion(pred, label, n_classes, ignore):
+    """conf[i, j]: pixels of true class i predicted as j (int64 tensor on pred's device);
+    labels equal to `ignore` or outside [0, n_classes) are not counted."""
+    pred, label = torch.as_tensor(pred).long(), torch.as_tensor(label).long()
+    keep = (label != ignore) & (label >= 0) & (label < n_classes)
+    index = label[keep] * n_classes + pred[keep]
+    return torch.bincount(index, minlength=n_classes ** 2).reshape(n_classes, n_classes)
+
+
+def scores(conf, names=None):
+    """Pixel accuracy, mean class accuracy, mIoU (nan-mean over classes), frequency-weighted
+    IoU, per-class IoU and accuracy by class name (nan for a class absent from both the
+    labels and the predictions) and the confusion matrix itself, as plain Python values."""
+    conf = np.asarray(conf.cpu() if torch.is_tensor(conf) else conf, dtype=np.float64)
+    if not names or len(names) != len(conf):
+        names = [f'class_{i}' for i in range(len(conf))]
+    tp, gt, pred = np.diag(conf), conf.sum(1), conf.sum(0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou, acc = tp / (gt + pred - tp), tp / gt
+    seen = gt > 0
+    return {'mIoU': nanmean(iou), 'pAcc': float(tp.sum() / conf.sum()) if conf.sum() else math.nan,
+            'mAcc': nanmean(acc),
+            'fIoU': float((gt[seen] * iou[seen]).sum() / gt.sum()) if seen.any() else math.nan,
+            'per_class': dict(zip(names, iou.tolist())),
+            'per_class_acc': dict(zip(names, acc.tolist())),
+            'confusion': conf.astype(np.int64).tolist()}
+
+
+def nanmean(v):
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else math.nan
