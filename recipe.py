@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import config
 import settings
 
 # The settings that define the model and the recipe: a run resumes from latest.pth only when they
@@ -20,6 +21,23 @@ KEYS = ('MEAN', 'STD', 'SCALES', 'CROP_SIZE', 'IGNORE_LABEL', 'TRAIN_SPLIT', 'N_
         'BATCH_SIZE', 'ITER_MAX', 'LR_DECAY', 'LR', 'LR_MOM', 'POLY_POWER', 'WEIGHT_DECAY', 'LOSS',
         'OHEM_THRESH', 'OHEM_MIN_KEPT', 'SEED', 'AMP')
 # ---------------------------------------------------------------------------- recipe
+
+def check_resume(ckpt, target, fix):
+    """Stop, ending with `fix`, when checkpoint `target` cannot continue this recipe: weights
+    only, or trained with other KEYS (those an older checkpoint does not hold are not compared)."""
+    if 'optimizer' not in ckpt or 'settings' not in ckpt:
+        raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
+                               f'training cannot resume from it; move it away or {fix}.')
+    saved, now = ckpt['settings'], config.resolved()
+    same = {'CROP_SIZE': config.crop_size}
+    differ = [k for k in KEYS if k in saved and
+              same.get(k, lambda v: v)(saved[k]) != same.get(k, lambda v: v)(now[k])]
+    if differ:
+        diffs = ', '.join(f'{k}={config.short(saved[k])} (now {config.short(now[k])})'
+                          for k in differ)
+        raise config.UserError(f'{target} was trained with {diffs}; change them back to '
+                               f'resume, or {fix}.')
+
 
 def param_groups(net):
     """The original's three groups: conv weights (decay), BN weights (no decay), biases (2x LR)."""
@@ -39,15 +57,18 @@ def param_groups(net):
             dict(params=bias, name='bias', lr_mult=2, weight_decay=0.0)]
 
 
-def poly_lr(it):
-    """LR * (1 - it / ITER_MAX) ^ POLY_POWER, updated every LR_DECAY iterations."""
-    it -= it % settings.LR_DECAY
-    return settings.LR * (1 - it / settings.ITER_MAX) ** settings.POLY_POWER
+def poly_lr(i):
+    """The base rate of iteration i, counted from 1 as the original counts: it sets the rate
+    LR * (1 - i / ITER_MAX) ^ POLY_POWER before every iteration i that is a multiple of LR_DECAY
+    and keeps it in between (the first LR_DECAY - 1 iterations train at LR)."""
+    i -= i % settings.LR_DECAY
+    return settings.LR * (1 - i / settings.ITER_MAX) ** settings.POLY_POWER
 
 
-def set_lr(optimizer, it):
+def set_lr(optimizer, i):
+    """Every group's rate for iteration i (counted from 1): poly_lr(i) times its multiplier."""
     for group in optimizer.param_groups:
-        group['lr'] = poly_lr(it) * group['lr_mult']
+        group['lr'] = poly_lr(i) * group['lr_mult']
 
 
 def loss_fn(logits, label):
@@ -91,13 +112,15 @@ def permutation(seed, epoch, n):
     return torch.randperm(n, generator=generator).tolist()
 
 
-def sample(g, n):
-    """Global sample g of the stream: epoch e = g // n, index e * n + perm_e[g % n]."""
-    return g // n * n + permutation(settings.SEED, g // n, n)[g % n]
-
-
 def step_indices(step, n, rank, world):
-    """The dataset indices of `step` on `rank`: stream slice [s*B + r*b, s*B + (r+1)*b)."""
+    """The dataset indices that 0-based `step` takes on `rank`, as the original's loader orders
+    them (shuffled anew every epoch, the last incomplete batch dropped), from SEED and the step
+    alone: epoch e = step // (n // BATCH_SIZE) orders the n images by permutation(SEED, e, n)
+    and cuts n // BATCH_SIZE global batches from it; rank r takes the r-th BATCH_SIZE / world of
+    its batch. Index e * n + i is image i of epoch e (TrainDataset draws its augmentation
+    from both)."""
+    epoch, k = divmod(step, n // settings.BATCH_SIZE)
     b = settings.BATCH_SIZE // world
-    first = step * settings.BATCH_SIZE + rank * b
-    return [sample(g, n) for g in range(first, first + b)]
+    first = k * settings.BATCH_SIZE + rank * b
+    order = permutation(settings.SEED, epoch, n)
+    return [epoch * n + order[j] for j in range(first, first + b)]

@@ -52,6 +52,7 @@ def main(argv):
 
 def train(rank, world, device):
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
+    check_split(train_set)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
     locks = hold_locks(rank)
     ckpt = resume_point(world)
@@ -101,7 +102,7 @@ def train_step(net, optimizer, x, label, step, rank, world, log):
     moving average is updated inside the forward. Returns the logits; the loss (the mean over the
     processes) waits on the device in `log` until a log line or a checkpoint reads it."""
     torch.manual_seed(recipe.seed_of('step', settings.SEED, step - 1, rank))  # its dropout
-    recipe.set_lr(optimizer, step - 1)
+    recipe.set_lr(optimizer, step)
     with infer.autocast(x.device):
         logits = net(x)
     loss = recipe.loss_fn(logits, label)
@@ -130,7 +131,7 @@ def log_progress(log, optimizer, step, device):
     eta = (now - began) / (step - start) * (settings.ITER_MAX - step)
     cuda = device.type == 'cuda'
     mem = f'{torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB' if cuda else '-'
-    lr = recipe.poly_lr(step - 1)
+    lr = optimizer.param_groups[0]['lr']  # the base rate this step trained at
     log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {lr:.3e}  {speed:.1f} img/s  '
         f'eta {datetime.timedelta(seconds=round(eta))}  peak mem {mem}')
     log.scalars(step, {'train/images_per_s': speed})
@@ -242,7 +243,8 @@ def resume_point(world):
     target = latest_path()
     ckpt = runs.load_checkpoint(target) if os.path.exists(target) else None
     if ckpt is not None:
-        check_recipe(ckpt, target)
+        recipe.check_resume(ckpt, target, f'run `{clean_command()}` to delete its '
+                                                 f'checkpoints and logs and start afresh')
     start = ckpt['step'] if ckpt else 0
     starts = config.gather(start, world) if world > 1 else [start]
     if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
@@ -339,29 +341,20 @@ def check_settings(world):
                                    f'or pass {key}= to go without.')
 
 
+def check_split(train_set):
+    """A training split of at least one batch (the original drops each epoch's last incomplete
+    batch, and so does recipe.step_indices)."""
+    n = len(train_set)
+    if n < settings.BATCH_SIZE:
+        raise config.UserError(f'the {settings.TRAIN_SPLIT} split holds {n} images, fewer than '
+                               f'BATCH_SIZE={settings.BATCH_SIZE}: each epoch would be one '
+                               f'incomplete batch, dropped; pass BATCH_SIZE={n} or less.')
+
+
 def clean_command():
     """The clean.sh command that removes this run's checkpoints and logs."""
     return ' '.join(['sh clean.sh'] + [shlex.quote(f'{key}={config.path(getattr(settings, key))}')
                                        for key in ('MODEL_DIR', 'LOG_DIR')])
-
-
-def check_recipe(ckpt, target):
-    """Stop when latest.pth was trained with other model- or recipe-defining settings (keys
-    that an older checkpoint does not hold are not compared)."""
-    if 'optimizer' not in ckpt or 'settings' not in ckpt:
-        raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
-                               f'training cannot resume from it; move it away or run '
-                               f'`{clean_command()}` to start afresh.')
-    saved, now = ckpt['settings'], config.resolved()
-    same = {'CROP_SIZE': config.crop_size}
-    differ = [k for k in recipe.KEYS if k in saved and
-              same.get(k, lambda v: v)(saved[k]) != same.get(k, lambda v: v)(now[k])]
-    if differ:
-        diffs = ', '.join(f'{k}={config.short(saved[k])} (now {config.short(now[k])})'
-                          for k in differ)
-        raise config.UserError(f'{target} was trained with {diffs}; change them back to '
-                               f'resume, or run `{clean_command()}` to delete its checkpoints '
-                               f'and logs and start afresh.')
 
 
 def check_compiled(eager, compiled, model, x, label):

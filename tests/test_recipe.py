@@ -24,9 +24,9 @@ def test_parameter_groups_and_poly_lr_follow_the_recipe():
     assert [(g['lr_mult'], g['weight_decay']) for g in groups] == [(1, 1e-4), (1, 0), (2, 0)]
 
     settings.LR, settings.ITER_MAX, settings.LR_DECAY, settings.POLY_POWER = 0.01, 100, 10, 0.9
-    assert recipe.poly_lr(0) == recipe.poly_lr(9) == 0.01
-    assert recipe.poly_lr(10) == pytest.approx(0.01 * 0.9 ** 0.9)
-    assert recipe.poly_lr(99) == pytest.approx(0.01 * 0.1 ** 0.9)
+    assert recipe.poly_lr(1) == recipe.poly_lr(9) == 0.01  # iterations count from 1
+    assert recipe.poly_lr(10) == recipe.poly_lr(19) == pytest.approx(0.01 * 0.9 ** 0.9)
+    assert recipe.poly_lr(99) == pytest.approx(0.01 * 0.1 ** 0.9) and recipe.poly_lr(100) == 0
     optimizer = torch.optim.SGD(groups, lr=1, momentum=0.9)
     recipe.set_lr(optimizer, 25)
     lr = 0.01 * 0.8 ** 0.9
@@ -44,16 +44,40 @@ def test_loss_keeps_ignored_pixels_in_the_denominator():
     assert recipe.loss_fn(logits, label).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_sampler_splits_one_global_stream_over_ranks():
+def test_data_order_is_the_originals_and_the_same_over_ranks():
+    """As the original's loader (shuffle=True, drop_last=True): every epoch a new order, cut into
+    n // BATCH_SIZE batches, the last incomplete one dropped; over processes the same images."""
     import recipe
-    settings.BATCH_SIZE, settings.SEED, n = 4, 0, 10
-    one = [i for s in range(5) for i in recipe.step_indices(s, n, 0, 1)]
-    two = [i for s in range(5) for r in range(2) for i in recipe.step_indices(s, n, r, 2)]
-    assert one == two  # the same images whatever the number of processes
-    assert sorted(one[:10]) == list(range(10)) and sorted(one[10:20]) == list(range(10, 20))
-    assert [i - 10 for i in one[10:20]] != one[:10]  # each epoch its own order
+    settings.BATCH_SIZE, settings.SEED, n = 4, 0, 10  # 2 batches per epoch, 2 images dropped
+    one = [recipe.step_indices(s, n, 0, 1) for s in range(6)]
+    two = [recipe.step_indices(s, n, 0, 2) + recipe.step_indices(s, n, 1, 2) for s in range(6)]
+    assert one == two and all(len(batch) == 4 for batch in one)
+    epochs = [[i for batch in one[2 * e:2 * e + 2] for i in batch] for e in range(3)]
+    for e, images in enumerate(epochs):
+        assert len(set(images)) == 8 and all(e * n <= i < (e + 1) * n for i in images)
+    orders = [[i % n for i in images] for images in epochs]
+    assert orders[0] != orders[1] != orders[2]  # each epoch its own order
+    assert len({tuple(sorted(o)) for o in orders}) > 1  # and other images dropped
+    assert recipe.step_indices(2, n, 0, 1) == recipe.step_indices(2, n, 0, 1)  # from the step
     settings.SEED = 1
-    assert [i for i in recipe.step_indices(0, n, 0, 1)] != one[:4]
+    assert recipe.step_indices(0, n, 0, 1) != one[0]
+
+
+def test_sgd_momentum_and_the_bases_moving_average_follow_the_recipe():
+    """SGD momentum LR_MOM; the bases move as EM_MOM * mu + (1 - EM_MOM) * the batch's mean
+    of its final bases, at the forward (before the backward), in training only."""
+    import recipe
+    net = tiny_net(**TINY_RUN, LR_MOM=0.8, EM_MOM=0.7).train()
+    optimizer = torch.optim.SGD(recipe.param_groups(net), lr=0.1, momentum=settings.LR_MOM)
+    assert [g['momentum'] for g in optimizer.param_groups] == [0.8] * 3
+    before = net.emau.mu.clone()
+    x = torch.randn(2, 3, 33, 33)
+    _, mu = net.emau(net.features(x))
+    torch.testing.assert_close(net.emau.mu, 0.7 * before + 0.3 * mu.mean(0, keepdim=True))
+    net.eval()
+    after = net.emau.mu.clone()
+    net(x)
+    assert torch.equal(net.emau.mu, after)
 
 
 def test_loss_falls_on_one_repeated_batch(toy_root):
@@ -68,7 +92,7 @@ def test_loss_falls_on_one_repeated_batch(toy_root):
     optimizer = torch.optim.SGD(recipe.param_groups(net), lr=settings.LR, momentum=0.9)
     losses = []
     for step in range(15):
-        recipe.set_lr(optimizer, 0)
+        recipe.set_lr(optimizer, 1)
         loss = recipe.loss_fn(net(x), label)
         optimizer.zero_grad()
         loss.backward()

@@ -283,3 +283,52 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(reference, toy_roo
                  code=2)
     one_sentence(err, 'STEM=torchvision N_LAYERS=34: N_CLASSES=5', 'N_LAYERS=18 by its weights',
                  'or another INIT_FROM.')
+
+
+# ---------------------------------------------------------------------------- the schedule
+
+@pytest.mark.parametrize('decay, iters', [(1, 7), (10, 20), (10, 25)])
+def test_every_iteration_trains_at_the_originals_learning_rate(toy_root, tmp_path, capsys, decay,
+                                                              iters):
+    """The original counts iterations from 1 and, before iteration i, sets the rate
+    LR * (1 - i / ITER_MAX) ** POLY_POWER when i is a multiple of LR_DECAY (biases: twice
+    that). Every iteration's rate as train.py logs it (the log line, metrics.jsonl, TensorBoard)
+    is the one the original trains it at, and a run resumed mid-way continues the schedule."""
+    def original(i):  # the original's loop, run up to iteration i
+        rate = 0.01
+        for j in range(1, i + 1):
+            if j % decay == 0:
+                rate = 0.01 * (1 - j / iters) ** 0.9
+        return rate
+
+    def logged(tmp):
+        log = os.path.join(tmp, 'logdir')
+        with open(os.path.join(log, 'metrics.jsonl')) as f:
+            rates = {m['step']: m['lr'] for m in map(json.loads, f) if 'lr' in m}
+        events = tensorboard_events(log)
+        conv, bias = (events.Scalars(f'lr/{g}') for g in ('conv_weight', 'bias'))
+        assert [e.step for e in conv] == sorted(rates) == [e.step for e in bias]
+        assert [2 * e.value for e in conv] == pytest.approx([e.value for e in bias])
+        assert [e.value for e in conv] == pytest.approx([rates[s] for s in sorted(rates)])
+        return rates
+
+    tmp = str(tmp_path / 'whole')
+    argv = args(toy_root, tmp, ITER_MAX=iters, LR_DECAY=decay, LOG_EVERY=1, ITER_SAVE=13,
+                LR=0.01, POLY_POWER=0.9)
+    out, _ = run(argv, capsys)
+    rates = logged(tmp)
+    assert sorted(rates) == list(range(1, iters + 1))
+    assert [rates[i] for i in rates] == pytest.approx([original(i) for i in rates], abs=1e-12)
+    assert f'step 1/{iters}  loss ' in out and f'  lr {original(1):.3e}  ' in out
+    if iters > 13:  # resumed after iteration 13: the same schedule from 14 on
+        parts = str(tmp_path / 'parts')
+        os.makedirs(os.path.join(parts, 'models'))
+        shutil.copy(os.path.join(tmp, 'models', 'step_13.pth'),
+                    os.path.join(parts, 'models', 'latest.pth'))
+        run(args(toy_root, parts, ITER_MAX=iters, LR_DECAY=decay, LOG_EVERY=1, ITER_SAVE=13,
+                 LR=0.01, POLY_POWER=0.9), capsys)
+        resumed = logged(parts)
+        assert sorted(resumed) == list(range(14, iters + 1))
+        assert [resumed[i] for i in resumed] == pytest.approx([original(i) for i in resumed],
+                                                              abs=1e-12)
+        assert_same_state(load(parts, 'final.pth'), load(tmp, 'final.pth'))
