@@ -347,6 +347,7 @@ def main(argv):
             bench_emau(torch.device('cuda'))
             bench_cuda(root, n)
     log_dir = runs.folder('LOG_DIR')
+    runs.claim(log_dir, {'bench.json': None})
     print('written to', runs.write_record({**record, 'rows': ROWS}, log_dir, 'bench.json'))
 
 

@@ -96,7 +96,11 @@ def read_folder(given):
                       for m in map(TRAIN_RECORD.fullmatch, names) if m)
     records = [r for r in (read_json(os.path.join(log_dir, s[-1])) for s in sessions) if r]
     curves, wall = read_curves(log_dir)
-    evals, newest = read_evaluations(log_dir, names)
+    model_dir = next((r['model_dir'] for r in records[::-1] if r.get('model_dir')), None)
+    if model_dir is None and defined is not None:  # a record of before model_dir was recorded
+        model_dir = os.path.join(given, os.path.expanduser(str(defined.get('MODEL_DIR',
+                                                                           './models'))))
+    evals, newest = read_evaluations(log_dir, names, model_dir)
     last = records[-1] if records else newest or {}
     settings = records and records[-1].get('settings') or defined or last.get('settings')
     return {'path': given, 'log_dir': log_dir, 'log_folder': defined is None,
@@ -181,12 +185,13 @@ def log_entries(log_dir):
     return entries
 
 
-def read_evaluations(log_dir, names):
+def read_evaluations(log_dir, names, model_dir=None):
     """({(checkpoint, split, mode, stages): {score: value}}, the newest eval record) from the
     eval_*.json files of today (the record inside) and older ones (scores in
     eval_<stem>_<tag>.json, the record in ..._record.json). One evaluation done twice: the
-    newer file wins."""
-    found, newest = {}, (-1, None)
+    newer file wins. Evaluations of checkpoints outside `model_dir` (the run's, when known) are
+    another run's: left out, and said on stderr."""
+    found, newest, elsewhere = {}, (-1, None), []
     for name in names:
         if not name.startswith('eval_') or not name.endswith('.json') or \
                 name.endswith('_record.json'):
@@ -199,12 +204,28 @@ def read_evaluations(log_dir, names):
         if (key := evaluation_key(name, record)) is None:
             problem(f'{path} is not named as eval.py names its results; skipped')
             continue
+        if not ours(record.get('checkpoint'), model_dir):
+            elsewhere.append(record['checkpoint'])
+            continue
         scores, mtime = data if 'mIoU' in data else record.get('scores') or {}, \
             os.path.getmtime(path)
         if mtime >= found.get(key, {}).get('mtime', -1):
             found[key] = {**{s: scores.get(s) for s in SCORES}, 'mtime': mtime}
         newest = max(newest, (mtime, record), key=lambda p: p[0])
+    if elsewhere:
+        problem(f'{log_dir}: {len(elsewhere)} evaluation(s) of checkpoints from elsewhere, not '
+                f'of this run\'s {os.path.normpath(model_dir)}, left out (first: '
+                f'{sorted(elsewhere)[0]})')
     return found, newest[1]
+
+
+def ours(checkpoint, model_dir):
+    """Whether an evaluated checkpoint (its path as eval.py records it) is one of the run whose
+    checkpoints are in `model_dir` (True when either is unknown: older records)."""
+    if not checkpoint or not model_dir:
+        return True
+    folder = os.path.realpath(model_dir)
+    return os.path.realpath(os.path.dirname(checkpoint)) == folder
 
 
 def evaluation_key(name, record):

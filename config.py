@@ -12,10 +12,32 @@ import re
 import shlex
 import signal
 import sys
-
-import settings
+import traceback
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _broken_settings(e):
+    """The one sentence for a settings.py that Python cannot run (an edit gone wrong)."""
+    if isinstance(e, ModuleNotFoundError) and e.name == 'settings':
+        return (f'{os.path.join(ROOT, "settings.py")} is missing; restore it (`git checkout '
+                f'settings.py`) or copy it from the project you took this folder from.')
+    if isinstance(e, SyntaxError):
+        where, what = f'{e.filename} line {e.lineno}', e.msg
+    else:
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if os.path.basename(f.filename) == 'settings.py']
+        where = f'{frames[-1].filename} line {frames[-1].lineno}' if frames else 'settings.py'
+        what = f'{type(e).__name__}: {e}'
+    return (f'{where} is not a valid Python constant ({what}); fix that line (`git diff '
+            f'settings.py` shows what changed).')
+
+
+try:
+    import settings
+except Exception as e:  # nothing can run without it: one sentence, before any script starts
+    print(f'error: {_broken_settings(e)}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 class UserError(Exception):
@@ -71,11 +93,7 @@ def short(value, limit=80):
     return f'{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} characters)'
 
 
-# ---------------------------------------------------------------------------- overrides
-
-# Settings that also take a second form besides their default's type: an example of it.
-ALSO = {'CROP_SIZE': (513, 513), 'STAGE_NUM_EVAL': (1, 2, 3)}
-
+# ---------------------------------------------------------------------------- settings
 
 def resolved():
     """All settings as a plain dict (upper-case names only), as they are now."""
@@ -87,63 +105,179 @@ def path(p):
     return os.path.normpath(os.path.join(ROOT, os.path.expanduser(p)))
 
 
-def _kind(v):
-    return {bool: 'True or False', int: 'an int', float: 'a number', str: 'a string',
-            tuple: 'a tuple'}[type(v)]
+def crop_size(value=None):
+    """CROP_SIZE (or `value`) as (height, width)."""
+    value = settings.CROP_SIZE if value is None else value
+    return tuple(value) if isinstance(value, tuple) else (value, value)
 
 
-def _convert(default, value):
-    """`value` as the type of `default`, or None when it does not fit."""
-    if isinstance(default, bool):
+def _rules():
+    """{key: (kinds, in_range, what the value must be)} of every setting: `kinds` are examples of
+    the types it takes (a tuple: of its items' type), in_range(settings, key) whether its value
+    (of one of them, as all others) is in range."""
+    def any_(kind):
+        return (kind,), lambda s, k: True, ''
+
+    def within(low, high, kind=0):
+        return (kind,), lambda s, k: low <= s[k] <= high, f'must be in [{low}, {high}]'
+
+    def at_least(low):
+        return (0,), lambda s, k: s[k] >= low, f'must be at least {low}'
+
+    def one_of(*values):
+        return (type(values[0])(),), lambda s, k: s[k] in values, \
+            f'must be one of {", ".join(map(repr, values))}'
+
+    def finite(low, what):
+        return (0.,), lambda s, k: low <= s[k] < math.inf, what
+
+    def split(example):
+        return ('',), lambda s, k: re.fullmatch(r'[^/\\\s]+', s[k]) is not None, \
+            f'must be the name of a list in ImageSets/Segmentation, like {example}'
+
+    def folder(example):
+        return ('',), lambda s, k: s[k].strip() != '', f'must name a folder, like {example}'
+
+    scales = ((0.,),), lambda s, k: len(s[k]) >= 1 and all(0 < x <= 4 for x in s[k]), \
+        'must be one or more scales in (0, 4], like (0.5, 1.0, 2.0)'
+    return {
+        'DATA_ROOT': any_(''),
+        'MEAN': (((0.,),), lambda s, k: len(s[k]) == 3 and all(0 <= m <= 1 for m in s[k]),
+                 'must be 3 values in [0, 1] (red, green, blue of images scaled to [0, 1])'),
+        'STD': (((0.,),), lambda s, k: len(s[k]) == 3 and all(0 < v < math.inf for v in s[k]),
+                'must be 3 positive values (red, green, blue)'),
+        'SCALES': scales,
+        'CROP_SIZE': ((0, (0,)), lambda s, k: len(crop_size(s[k])) == 2 and all(
+            min_side(s) <= c <= 8192 for c in crop_size(s[k])), 'must be a side (or a (height, '
+            'width) pair) of {side} to 8192 pixels (at least STRIDE + 1)'),
+        'TRAIN_SPLIT': split('trainaug'),
+        'VAL_SPLIT': split('val'),
+        'N_CLASSES': within(1, 255),
+        'IGNORE_LABEL': ((0,), lambda s, k: s['N_CLASSES'] <= s[k] <= 255,
+                         'must be in [N_CLASSES, 255] (labels are 8-bit; no class may be '
+                         'ignored)'),
+        'N_LAYERS': one_of(18, 34, 50, 101, 152),
+        'STRIDE': one_of(8, 16),
+        'STEM': one_of('deep', 'torchvision'),
+        'BN_MOM': within(0, 1, 0.),
+        'EMA_CHANNELS': at_least(1),
+        'N_BASES': at_least(1),
+        'EM_MOM': within(0, 1, 0.),
+        'STAGE_NUM': at_least(1),
+        'STAGE_NUM_EVAL': ((0, (0,)), lambda s, k: s[k] >= 0 if isinstance(s[k], int) else
+                           len(s[k]) >= 1 and all(t >= 1 for t in s[k]),
+                           'must be 0 (= STAGE_NUM), a count of at least 1, or a tuple of such '
+                           'counts'),
+        'PRETRAINED': any_(''),
+        'INIT_FROM': any_(''),
+        'BATCH_SIZE': at_least(1),
+        'ITER_MAX': at_least(1),
+        'ITER_SAVE': at_least(1),
+        'LR_DECAY': at_least(1),
+        'LR': ((0.,), lambda s, k: 0 < s[k] < math.inf, 'must be a positive finite number'),
+        'LR_MOM': within(0, 1, 0.),
+        'POLY_POWER': finite(0, 'must be a finite number >= 0'),
+        'WEIGHT_DECAY': finite(0, 'must be a finite number >= 0'),
+        'LOSS': one_of('ce', 'ohem'),
+        'OHEM_THRESH': ((0.,), lambda s, k: 0 < s[k] <= 1, 'must be in (0, 1]'),
+        'OHEM_MIN_KEPT': at_least(0),
+        'SEED': within(0, 2 ** 63 - 1),
+        'NUM_WORKERS': within(0, 256),
+        'AMP': any_(False),
+        'COMPILE': any_(False),
+        'LOG_EVERY': at_least(1),
+        'IMAGE_EVERY': at_least(0),
+        'VAL_EVERY': at_least(0),
+        'EVAL_SCALES': scales,
+        'EVAL_FLIP': any_(False),
+        'EVAL_MODE': one_of('whole', 'slide'),
+        'SLIDE_CROP': ((0,), lambda s, k: min_side(s) <= s[k] <= 8192,
+                       'must be in [{side}, 8192] (at least STRIDE + 1)'),
+        'SLIDE_STEP': ((0,), lambda s, k: 1 <= s[k] <= s['SLIDE_CROP'],
+                       'must be in [1, {SLIDE_CROP}] (at most SLIDE_CROP)'),
+        'SAVE_PRED': any_(False),
+        'ATTN_IMAGES': at_least(0),
+        'LOG_DIR': folder('./logdir'),
+        'MODEL_DIR': folder('./models'),
+    }
+
+
+def min_side(s):
+    """The smallest crop or window side for the STRIDE of resolved settings `s`: STRIDE + 1."""
+    return s['STRIDE'] + 1 if s['STRIDE'] in (8, 16) else 9
+
+
+RULES = _rules()
+
+
+def _describe(kind):
+    """A kind (or a value) in words: 'a number', 'a tuple of ints'."""
+    if isinstance(kind, (tuple, list)):
+        return f'a tuple of {_describe(kind[0]).split(" ", 1)[1]}s' if kind else 'a tuple'
+    names = {bool: 'True or False', int: 'an int', float: 'a number', str: 'a string'}
+    return names.get(type(kind), f'a {type(kind).__name__}')
+
+
+def _convert(kind, value):
+    """`value` as the type of example `kind`, or None when it does not fit."""
+    if isinstance(kind, bool):
         return value if isinstance(value, bool) else None
-    if isinstance(default, int):
+    if isinstance(kind, int):
         return value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(default, float):
+    if isinstance(kind, float):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None
         try:
             return float(value)
         except OverflowError:  # an int beyond any float: infinite, refused by the range check
             return math.inf if value > 0 else -math.inf
-    if isinstance(default, str):
+    if isinstance(kind, str):
         return value if isinstance(value, str) else None
-    if isinstance(default, tuple):
-        if not isinstance(value, (tuple, list)):
-            return None
-        if not default:
-            return tuple(value)
-        items = [_convert(default[0], v) for v in value]
-        return None if any(v is None for v in items) else tuple(items)
-    raise TypeError(f'settings of type {type(default).__name__} are not supported')
+    if not isinstance(value, (tuple, list)):
+        return None
+    items = [_convert(kind[0], v) for v in value]
+    return None if any(v is None for v in items) else tuple(items)
+
+
+def convert(key, value):
+    """`value` as setting `key` takes it (an int where a float is expected becomes a float, a
+    list a tuple), or None when it is of another kind."""
+    for kind in RULES[key][0]:
+        converted = _convert(kind, value)
+        if converted is not None:
+            return converted
+    return None
+
+
+def takes(key):
+    """What setting `key` takes, in words: 'a number', 'an int or a tuple of ints'."""
+    return ' or '.join(_describe(kind) for kind in RULES[key][0])
 
 
 def parse(key, text):
-    """The value of `KEY=text`, checked against the type of the default in settings.py."""
-    names = list(resolved())
-    if key not in names:
-        close = difflib.get_close_matches(key.upper(), names, n=3, cutoff=0.5)
+    """The value of `KEY=text`, checked against the kind of setting `key`."""
+    if key not in RULES:
+        close = difflib.get_close_matches(key.upper(), list(RULES), n=3, cutoff=0.5)
         hint = f' (closest: {", ".join(close)})' if close else ''
         raise UserError(f'unknown setting {short(key)!r}{hint}; the settings are the '
                         f'upper-case names in settings.py.')
-    default = getattr(settings, key)
-    if isinstance(default, bool) and text in ('true', 'false'):
+    example = f', like {key}={getattr(settings, key)!r}' if hasattr(settings, key) else ''
+    kind = RULES[key][0][0]
+    if isinstance(kind, bool) and text in ('true', 'false'):
         text = text.capitalize()
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        if not isinstance(default, str):
+        if not isinstance(kind, str):
             raise UserError(f'{key}={short(text)} is not a Python literal; {key} takes '
-                            f'{_kind(default)}, like {key}={default!r}.') from None
+                            f'{takes(key)}{example}.') from None
         value = text  # a bare word where a string is expected: DATA_ROOT=/data/voc
-    if isinstance(default, str) and not isinstance(value, str):
+    if isinstance(kind, str) and not isinstance(value, str):
         value = text  # DATA_ROOT=2012 is the folder '2012'
-    converted = _convert(default, value)
-    if converted is None and key in ALSO:
-        converted = _convert(ALSO[key], value)
+    converted = convert(key, value)
     if converted is None:
-        also = f' or {_kind(ALSO[key])} like {ALSO[key]!r}' if key in ALSO else ''
         raise UserError(f'{key}={short(text)} has the wrong type; {key} takes '
-                        f'{_kind(default)}{also}, like {key}={default!r}.')
+                        f'{takes(key)}{example}.')
     return converted
 
 
@@ -163,14 +297,16 @@ def is_setting(arg):
 
 
 def apply_overrides(argv, usage=None):
-    """Apply every KEY=VALUE of argv to settings, check them all (see `check`), and return the
-    other arguments in order. -h or --help prints `usage` (the script's docstring) and exits."""
+    """Check settings.py (see `check_file`), apply every KEY=VALUE of argv to settings (the last
+    of a key given twice counts), check them all (see `check`), and return the other arguments
+    in order. -h or --help prints `usage` (the script's docstring) and exits."""
     if usage and any(a in ('-h', '--help') for a in argv):
         print(usage.strip())
         sys.exit(0)
+    check_file()
     rest = []
     for arg in argv:
-        if is_setting(arg):
+        if is_setting(arg):  # a key given twice: the last one counts, as in a shell
             key, _, text = arg.partition('=')
             setattr(settings, key, parse(key, text))
         else:
@@ -179,92 +315,49 @@ def apply_overrides(argv, usage=None):
     return rest
 
 
-def crop_size(value=None):
-    """CROP_SIZE (or `value`) as (height, width)."""
-    value = settings.CROP_SIZE if value is None else value
-    return tuple(value) if isinstance(value, tuple) else (value, value)
+def check_file():
+    """Refuse, in one sentence naming the line, a settings.py that lacks a setting, defines one
+    that no script reads, or holds a value of the wrong kind; an int where a number is expected
+    becomes a float."""
+    lines = _lines_of(settings.__file__)
+    for key in RULES:
+        if not hasattr(settings, key):
+            raise UserError(f'{settings.__file__} lacks the setting {key} (a line deleted while '
+                            f'editing?); `git diff settings.py` shows what changed, so put it '
+                            f'back.')
+    for key, value in resolved().items():
+        where = f'{settings.__file__} line {lines.get(key, "?")}'
+        if key not in RULES:
+            close = difflib.get_close_matches(key, list(RULES), n=1, cutoff=0.5)
+            hint = f' (did you mean {close[0]}?)' if close else ''
+            raise UserError(f'{where} defines {key}, which no script reads{hint}; rename or '
+                            f'delete it.')
+        converted = convert(key, value)
+        if converted is None:
+            raise UserError(f'{where}: {key} = {short(value)} is {_describe(value)}, but '
+                            f'{key} takes {takes(key)}; fix the line.')
+        setattr(settings, key, converted)
 
 
-def _rules(s):
-    """(key, holds, what the value must be) for every setting that has a range."""
-    def within(key, low, high):
-        return key, low <= s[key] <= high, f'must be in [{low}, {high}]'
-
-    def at_least(key, low):
-        return key, s[key] >= low, f'must be at least {low}'
-
-    def one_of(key, values):
-        return key, s[key] in values, f'must be one of {", ".join(map(repr, values))}'
-
-    def scales(key):
-        v = s[key]
-        return key, len(v) >= 1 and all(0 < x <= 4 for x in v), \
-            'must be one or more scales in (0, 4], like (0.5, 1.0, 2.0)'
-
-    side = s['STRIDE'] + 1 if s['STRIDE'] in (8, 16) else 9
-    crop = crop_size(s['CROP_SIZE'])
-    stages = s['STAGE_NUM_EVAL']
-    return [
-        ('MEAN', len(s['MEAN']) == 3 and all(0 <= m <= 1 for m in s['MEAN']),
-         'must be 3 values in [0, 1] (red, green, blue of images scaled to [0, 1])'),
-        ('STD', len(s['STD']) == 3 and all(0 < v < math.inf for v in s['STD']),
-         'must be 3 positive values (red, green, blue)'),
-        scales('SCALES'),
-        ('CROP_SIZE', len(crop) == 2 and all(side <= c <= 8192 for c in crop),
-         f'must be a side (or a (height, width) pair) of {side} to 8192 pixels '
-         f'(at least STRIDE + 1)'),
-        within('N_CLASSES', 1, 255),
-        ('IGNORE_LABEL', s['N_CLASSES'] <= s['IGNORE_LABEL'] <= 255,
-         'must be in [N_CLASSES, 255] (labels are 8-bit; no class may be ignored)'),
-        one_of('N_LAYERS', (18, 34, 50, 101, 152)),
-        one_of('STRIDE', (8, 16)),
-        one_of('STEM', ('deep', 'torchvision')),
-        within('BN_MOM', 0, 1),
-        at_least('EMA_CHANNELS', 1),
-        at_least('N_BASES', 1),
-        within('EM_MOM', 0, 1),
-        at_least('STAGE_NUM', 1),
-        ('STAGE_NUM_EVAL', stages >= 0 if isinstance(stages, int) else
-         len(stages) >= 1 and all(t >= 1 for t in stages),
-         'must be 0 (= STAGE_NUM), a count of at least 1, or a tuple of such counts'),
-        at_least('BATCH_SIZE', 1),
-        at_least('ITER_MAX', 1),
-        at_least('ITER_SAVE', 1),
-        at_least('LR_DECAY', 1),
-        ('LR', 0 < s['LR'] < math.inf, 'must be a positive finite number'),
-        within('LR_MOM', 0, 1),
-        ('POLY_POWER', 0 <= s['POLY_POWER'] < math.inf, 'must be a finite number >= 0'),
-        ('WEIGHT_DECAY', 0 <= s['WEIGHT_DECAY'] < math.inf, 'must be a finite number >= 0'),
-        one_of('LOSS', ('ce', 'ohem')),
-        ('OHEM_THRESH', 0 < s['OHEM_THRESH'] <= 1, 'must be in (0, 1]'),
-        at_least('OHEM_MIN_KEPT', 0),
-        at_least('SEED', 0),
-        at_least('NUM_WORKERS', 0),
-        at_least('LOG_EVERY', 1),
-        at_least('IMAGE_EVERY', 0),
-        at_least('VAL_EVERY', 0),
-        scales('EVAL_SCALES'),
-        one_of('EVAL_MODE', ('whole', 'slide')),
-        within('SLIDE_CROP', side, 8192),
-        within('SLIDE_STEP', 1, s['SLIDE_CROP']),
-        at_least('ATTN_IMAGES', 0),
-    ]
+def _lines_of(file):
+    """{KEY: line number} of the assignments in a settings file."""
+    try:
+        with open(file) as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    return {t.id: node.lineno for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
 
 
 def check():
     """Refuse, in one sentence, the first setting that is out of its range."""
     s = resolved()
-    try:
-        rules = _rules(s)
-    except TypeError:  # a value of the wrong type in settings.py itself
-        rules = None
-    for key, holds, need in rules or []:
-        if not holds:
+    for key, (_, in_range, need) in RULES.items():
+        if not in_range(s, key):
+            need = need.format(side=min_side(s), **s)
             raise UserError(f'{key}={short(s[key])} {need}; set it in settings.py or pass '
                             f'{key}=<value>.')
-    if rules is None:
-        raise UserError('settings.py holds a value of the wrong type (compare it with the '
-                        'comments there); fix it, or pass the key as KEY=VALUE.')
 
 
 # ---------------------------------------------------------------------------- processes

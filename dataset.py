@@ -12,6 +12,7 @@ the others prepare.py makes, toy.py's, your own) has this layout under DATA_ROOT
 Not here: writing the layout (prepare.py, toy.py and preparation.py).
 """
 import argparse
+import collections
 import os
 import sys
 
@@ -139,7 +140,17 @@ def read_list(path):
     ids = read_ids(path)
     if not ids:
         raise config.UserError(f'list {path} is empty; {HOW_TO_MAKE}.')
+    twice = repeated(ids)
+    if twice:
+        raise config.UserError(f'list {path} names {twice[0]} more than once ({len(twice)} ids '
+                               f'so); an image listed twice would count twice, so remove the '
+                               f'repeats.')
     return ids
+
+
+def repeated(ids):
+    """The ids that a list names more than once, in their order."""
+    return [i for i, n in collections.Counter(ids).items() if n > 1]
 
 
 def find_image(stem):
@@ -259,7 +270,8 @@ def check(root=None, workers=None, show=8):
     print(f'{root}: {n} classes, splits {", ".join(splits)}')
     problems = 0
     for split in splits:
-        ids = read_list(os.path.join(lists, f'{split}.txt'))
+        ids = read_ids(os.path.join(lists, f'{split}.txt'))
+        twice, ids = repeated(ids), list(dict.fromkeys(ids))  # each image once in the counts
         labelled = [i for i in ids if os.path.exists(
             os.path.join(root, 'SegmentationClassAug', f'{i}.png'))]
         jobs = [(root, i, n, settings.IGNORE_LABEL, bool(labelled)) for i in ids]
@@ -269,6 +281,8 @@ def check(root=None, workers=None, show=8):
             images += counts[:n] > 0
             if problem:
                 bad.append(problem)
+        bad += [f'{i} is listed more than once in {split}.txt (it would count twice)'
+                for i in twice]
         kind = 'labelled' if labelled else 'unlabelled (images only)'
         print(f'\n{split}: {len(ids)} ids, {kind}, {len(bad)} with problems')
         if labelled:

@@ -48,6 +48,11 @@ def main(argv):
     stages = network.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')
                  for t in stages} if settings.SAVE_PRED else {}
+    if rank == 0:  # what this evaluation writes into LOG_DIR, before it does (see clean.py)
+        attention = data.ids[:settings.ATTN_IMAGES]
+        runs.claim(log_dir, {f'{name}_T{t}{end}': None for t in stages for end in (
+            '.json', '_confusion.png', *(f'_pred/{i}.png' for i in data.ids if t in pred_dirs),
+            *(f'_attention/{i}.png' for i in attention if t == stages[0]))})
     results = infer.validate(net, data, device, pred_dirs, info['palette'], progress=True)
     if rank == 0:
         write_results(results, data, net, device, info, target, os.path.join(log_dir, name))
@@ -62,7 +67,7 @@ def write_results(results, data, net, device, info, target, base):
     confusion matrix as a PNG, both into TensorBoard too; then the attention maps."""
     from tensorboardX import SummaryWriter
     log_dir, step = os.path.dirname(base), info['step'] or 0
-    with SummaryWriter(log_dir, filename_suffix=f'.{os.getpid()}') as writer:
+    with SummaryWriter(log_dir, filename_suffix=f'{runs.EVENTS}{os.getpid()}') as writer:
         for t, result in results.items():
             print(table(result, f'{infer.mode_name()}, T={t}'))
             picture = pictures.confusion_matrix(
@@ -71,6 +76,7 @@ def write_results(results, data, net, device, info, target, base):
             pictures.save_rgb(picture, f'{base}_T{t}_confusion.png')
             result['confused_most'] = pictures.confused_most(result['confusion'], data.classes)
             record = runs.run_record(checkpoint=os.path.abspath(target), step=info['step'],
+                                     checkpoint_id=infer.checkpoint_id(target),
                                      split=settings.VAL_SPLIT, mode=infer.mode_name(), stages=t)
             out = runs.write_record(without_nan({**result, 'record': record}), log_dir,
                                     f'{os.path.basename(base)}_T{t}.json')
@@ -107,6 +113,10 @@ def table(result, title=''):
               for name, iou in result['per_class'].items()]
     lines.append('  '.join(f'{k} {pct(result[k]).strip()}' for k in HEADLINE)
                  + f'  ({title + ", " if title else ""}{len(result["per_class"])} classes)')
+    absent = result.get('unlabelled_classes') or []
+    if absent:  # why the mean may be lower than the classes present suggest
+        lines.append(f'no labelled pixels in this split: {", ".join(absent)} (IoU 0 where '
+                     f'predicted, counted in mIoU; - where not, left out)')
     return '\n'.join(lines)
 
 # ---------------------------------------------------------------------------- attention

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import checkpoints
 import config
 import dataset
 import network
@@ -43,7 +44,7 @@ def load_net(target, device, keep=()):
     say). The model settings and MEAN/STD come from the checkpoint's 'settings' (when it has
     them) unless named in `keep` (given on the command line), and so does DATA_ROOT when
     settings.py's is not a folder; the original's {'net', 'step'} form uses settings as they are."""
-    ckpt = runs.load_checkpoint(target)
+    ckpt = checkpoints.load_checkpoint(target)
     saved = ckpt.get('settings') or {}
     taken = {k: saved[k] for k in MODEL_KEYS + ('MEAN', 'STD')
              if k in saved and k not in keep and saved[k] != getattr(settings, k)}
@@ -254,7 +255,8 @@ def confusion(pred, label, n_classes, ignore):
 def scores(conf, names=None):
     """Pixel accuracy, mean class accuracy, mIoU (nan-mean over classes), frequency-weighted
     IoU, per-class IoU and accuracy by class name (nan for a class absent from both the
-    labels and the predictions) and the confusion matrix itself, as plain Python values."""
+    labels and the predictions), the classes without labelled pixels, and the confusion matrix
+    itself, as plain Python values."""
     conf = np.asarray(conf.cpu() if torch.is_tensor(conf) else conf, dtype=np.float64)
     if not names or len(names) != len(conf):
         names = [f'class_{i}' for i in range(len(conf))]
@@ -267,6 +269,7 @@ def scores(conf, names=None):
             'fIoU': float((gt[seen] * iou[seen]).sum() / gt.sum()) if seen.any() else math.nan,
             'per_class': dict(zip(names, iou.tolist())),
             'per_class_acc': dict(zip(names, acc.tolist())),
+            'unlabelled_classes': [n for n, g in zip(names, gt) if g == 0],
             'confusion': conf.astype(np.int64).tolist()}
 
 

@@ -34,7 +34,6 @@ import infer
 import network
 import pictures
 import runs
-import settings
 
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
@@ -63,9 +62,13 @@ def main(argv):
     else:
         paths = images_of(args.inputs)
         names = output_names(paths)
-    out = args.out or os.path.join(runs.folder('LOG_DIR'), runs.unique_name(
-        config.path(settings.LOG_DIR), f'predict_{infer.checkpoint_id(args.checkpoint)}_'
-                                       f'{infer.mode_name()}'))
+    images = [os.path.abspath(p) for p in paths]
+    outputs = ({os.path.join(VOC_SERVER, f'{i}.png'): p for i, p in zip(ids, images)} |
+               {'results.tar.gz': None} if args.voc_test else
+               {f'{name}{end}': p for name, p in zip(names, images)
+                for end in ('.png', '_overlay.jpg')})
+    out = claim_out(args.out, outputs, args.checkpoint) if rank == 0 else None
+    out = config.gather(out, world)[0] if world > 1 else out  # rank 0's, once it is claimed
     pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
     with runs.writing(pred_dir, '--out'):
         os.makedirs(pred_dir, exist_ok=True)
@@ -86,6 +89,44 @@ def main(argv):
     config.end_distributed()
     if failed:
         sys.exit(1)
+
+
+def claim_out(given, outputs, checkpoint):
+    """The folder to write `outputs` {file below it: its input image} into, listed there as
+    predict.py's before anything is written (see runs.claim): --out as `given`, or a new folder
+    LOG_DIR/predict_<checkpoint>-<id>_<mode>[-2, -3, ...]. One sentence, and nothing written,
+    when it would write over a file predict.py did not write (an input image, a file of yours)
+    or over the prediction of another image."""
+    if given:
+        out = os.path.abspath(given)
+    else:
+        log_dir = runs.folder('LOG_DIR')
+        out = os.path.join(log_dir, runs.unique_name(
+            log_dir, f'predict_{infer.checkpoint_id(checkpoint)}_{infer.mode_name()}'))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise config.UserError(f'--out {out} is a file; give a folder (a new one, or one of '
+                               f'predict.py\'s earlier outputs).')
+    inputs = {os.path.realpath(p) for p in outputs.values() if p}
+    for name in outputs:
+        if os.path.realpath(os.path.join(out, name)) in inputs:
+            raise config.UserError(f'--out {out} would write {name} over an input image; give '
+                                   f'another --out.')
+    listed = runs.claimed(out)
+    ours = set(listed) | {runs.OUTPUTS}
+    for top, _, files in os.walk(out):
+        for file in sorted(files):
+            name = os.path.relpath(os.path.join(top, file), out)
+            if name not in ours and not runs.is_leftover(file):
+                raise config.UserError(f'--out {out} holds {name}, which predict.py did not '
+                                       f'write; give a new or empty folder (or one of '
+                                       f'predict.py\'s earlier outputs).')
+    for name, image in outputs.items():
+        if listed.get(name) not in (None, image):
+            raise config.UserError(f'--out {out} holds {name}, the prediction of another image '
+                                   f'({listed[name]}), which this run would replace; give '
+                                   f'another --out.')
+    runs.claim(out, outputs, '--out')
+    return out
 
 
 # ---------------------------------------------------------------------------- inputs

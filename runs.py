@@ -1,7 +1,7 @@
 """What a run leaves behind, written so that nothing is lost: its record (settings, git state,
-library versions), its log lines, metrics and TensorBoard events, checkpoints (written and read
-back, checked) and every other file written atomically, a failed write as one sentence, and the
-locks that keep two runs out of one folder. Not here: what the files mean (the scripts)."""
+library versions), its log lines, metrics and TensorBoard events, every file written atomically,
+a failed write as one sentence, the list of the outputs each script writes into a folder, and
+the locks that keep two runs out of one folder. Not here: checkpoints (checkpoints.py)."""
 import contextlib
 import errno
 import fcntl
@@ -17,7 +17,7 @@ import time
 
 import config
 import settings
-from config import UserError, path, resolved, short
+from config import UserError, path, resolved
 
 # ---------------------------------------------------------------------------- records
 
@@ -170,65 +170,6 @@ def write_text(path, lines):
         f.write(text)
 
 
-def save_atomic(obj, target, key='MODEL_DIR'):
-    """torch.save through a temporary file and a rename: a kill or a full disk never leaves
-    half a file at `target`, and the file there before stays as it was."""
-    import torch
-    with writing(target, key):
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with atomic(target) as tmp:
-            torch.save(obj, tmp)
-            with open(tmp, 'rb') as f:
-                os.fsync(f.fileno())
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def load_checkpoint(target):
-    """A checkpoint as a dict (tensors on the CPU), its weights checked to be finite; a raw state
-    dict becomes {'net': it}. Every mistake (no file, a folder, empty, foreign) one sentence."""
-    import torch
-    if os.path.isdir(target):
-        raise UserError(f'checkpoint {target} is a folder; give a .pth file, like '
-                        f'{os.path.join(target, "final.pth")}.')
-    if not os.path.isfile(target):
-        raise UserError(f'checkpoint {target} does not exist; train first or give the path '
-                        f'of an existing .pth file.')
-    if os.path.getsize(target) == 0:
-        raise UserError(f'checkpoint {target} is empty (0 bytes: a copy or a save that did '
-                        f'not finish); delete it or give another file.')
-    try:
-        ckpt = torch.load(target, map_location='cpu', weights_only=True)
-    except Exception as e:  # a truncated, foreign or non-torch file
-        why = (str(e).strip().splitlines() or [''])[0]
-        raise UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
-                        f'{short(why, 160)}); it is not a complete torch checkpoint, so '
-                        f'delete it or give another file.') from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f'checkpoint {target} holds a {type(ckpt).__name__}, not a dict; '
-                        f'give a file written by train.py or by the original code.')
-    if 'net' not in ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
-        ckpt = {'net': ckpt}
-    if not isinstance(ckpt.get('net'), dict):
-        raise UserError(f'checkpoint {target} has no state dict under "net"; give a file '
-                        f'written by train.py or by the original code.')
-    bad = first_non_finite(ckpt['net'])
-    if bad is not None:  # it would score or train silently wrong
-        raise UserError(f'checkpoint {target} holds non-finite values (nan or inf) in {bad!r}; '
-                        f'it cannot be used, so give an earlier checkpoint.')
-    return ckpt
-
-
-def first_non_finite(state):
-    """The first key of a state dict whose floating-point tensor holds nan or inf, or None."""
-    import torch
-    for key, t in state.items():
-        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-            return key
-    return None
-
-
 def unique_name(folder, stem, ext=''):
     """stem+ext, or stem-2+ext, stem-3+ext, ...: the first name not yet in `folder`."""
     name, n = stem + ext, 1
@@ -237,6 +178,54 @@ def unique_name(folder, stem, ext=''):
         name = f'{stem}-{n}{ext}'
     return name
 
+
+# ---------------------------------------------------------------------------- outputs
+
+EVENTS = '.emanet'  # in the name of the TensorBoard event files that the scripts write
+
+# The list of the files a script writes into a folder of its outputs (predictions, pictures),
+# written before the files: clean.py removes those and nothing else, and predict.py never
+# writes over a file it did not write.
+OUTPUTS = 'emanet_outputs.json'
+
+
+def claim(folder, outputs, key='LOG_DIR'):
+    """Add `outputs` {file name below folder: the input it is made from, or None} to folder's
+    list of outputs (made if needed), with which script of which process claimed them when;
+    returns the list {file: input} as it was before. `key`: the setting or argument that chose
+    the folder (for the sentence on a failed write)."""
+    target = os.path.join(folder, OUTPUTS)
+    with writing(target, key):
+        os.makedirs(folder, exist_ok=True)
+        lock = os.open(folder, os.O_RDONLY)  # scripts may claim in one folder at once
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = _read_outputs(folder)
+            listed = dict(found.get('outputs', {}))
+            runs = found.get('runs', []) + [{'script': os.path.basename(sys.argv[0]),
+                                             'pid': os.getpid(), 'files': len(outputs),
+                                             'time': time.strftime('%Y-%m-%dT%H:%M:%S')}]
+            with atomic(target) as tmp, open(tmp, 'w') as f:
+                json.dump({'outputs': {**listed, **outputs}, 'runs': runs}, f, indent=1)
+        finally:
+            os.close(lock)  # and the lock with it
+    return listed
+
+
+def claimed(folder):
+    """{file name below folder: its input or None} of what scripts wrote there (see claim)."""
+    return dict(_read_outputs(folder).get('outputs', {}))
+
+
+def _read_outputs(folder):
+    try:
+        with open(os.path.join(folder, OUTPUTS)) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(found, dict) and isinstance(found.get('outputs', {}), dict) and \
+        isinstance(found.get('runs', []), list)
+    return found if ok else {}
 
 # ---------------------------------------------------------------------------- a run's log
 
@@ -266,11 +255,12 @@ class Log:
         self.on, self.dir, self.session = rank == 0, path(settings.LOG_DIR), session
         self.pending, self.t0, self.start = [], time.time(), start
         self.init_from = None  # the checkpoint the run started from (INIT_FROM)
+        self.fastest, self.hinted = 0.0, False  # images/s so far; a slow-down said once
         self.start_clock()
         if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
-                                    filename_suffix=f'.{os.getpid()}')
+                                    filename_suffix=f'{EVENTS}{os.getpid()}')
 
     def start_clock(self):
         """From now on, speeds and times to go are measured (`began`, and `last` log line)."""

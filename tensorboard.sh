@@ -6,8 +6,15 @@ cd "$(dirname "$0")"
 port=${1:-6006}
 host=${2:-127.0.0.1}
 PY=${PYTHON:-python3}
-log_dir=$("$PY" -c 'import os, settings
-print(os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(settings.LOG_DIR))))')
+case "$port" in
+    ''|*[!0-9]*) echo "tensorboard.sh: PORT $port is not a number; give one like 6006" >&2; exit 2;;
+esac
+if [ "$port" -lt 1024 ] || [ "$port" -gt 65535 ]; then
+    echo "tensorboard.sh: PORT $port is not in 1024-65535; give one like 6006" >&2
+    exit 2
+fi
+log_dir=$("$PY" -B -c 'import os, config, settings
+print(os.path.realpath(config.path(settings.LOG_DIR)))') || exit 2
 echo "TensorBoard of $log_dir on http://$host:$port"
 if [ "$host" = 127.0.0.1 ] || [ "$host" = localhost ]; then
     echo "from your own computer: ssh -N -L $port:127.0.0.1:$port $(whoami)@$(hostname)" \

@@ -10,7 +10,6 @@ tuning) with a fresh optimizer and schedule. With VAL_EVERY, best.pth keeps the 
 Read top-down: main, train (the loop), the step, the periodic work, set-up, checks.
 """
 import datetime
-import hashlib
 import math
 import os
 import shlex
@@ -22,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import checkpoints
 import config
 import dataset
 import infer
@@ -30,6 +30,7 @@ import pictures
 import recipe
 import runs
 import settings
+
 
 @config.command
 def main(argv):
@@ -84,7 +85,7 @@ def train(rank, world, device):
         save_checkpoints(model, optimizer, step, world, log, extra)
 
     if world > 1:  # every rank must hold the same weights and bases, bit for bit
-        same = len(set(config.gather(fingerprint(model), world))) == 1
+        same = len(set(config.gather(checkpoints.fingerprint(model.state_dict()), world))) == 1
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
     save('final.pth', model, optimizer, settings.ITER_MAX, log, world, extra)
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
@@ -134,9 +135,24 @@ def log_progress(log, optimizer, step, device):
     lr = optimizer.param_groups[0]['lr']  # the base rate this step trained at
     log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {lr:.3e}  {speed:.1f} img/s  '
         f'eta {datetime.timedelta(seconds=round(eta))}  peak mem {mem}')
+    hint = slower(speed, log.fastest, device)
+    if hint and not log.hinted:
+        log(hint)
+        log.hinted = True
+    log.fastest = max(log.fastest, speed)
     log.scalars(step, {'train/images_per_s': speed})
     log.metrics(step=step, loss=mean, lr=lr, images_per_s=speed)
     log.last = (now, step)
+
+
+def slower(speed, fastest, device):
+    """A hint when the CPU trains at a quarter of its fastest speed so far: most often another
+    job shares the cores, and PyTorch's threads (one per core) then wait for each other."""
+    if device.type != 'cpu' or speed >= fastest / 4:
+        return None
+    return (f'note: {speed:.1f} img/s, down from {fastest:.1f}: if another job shares these '
+            f'cores, PyTorch\'s {torch.get_num_threads()} threads wait for each other; run with '
+            f'OMP_NUM_THREADS set to the cores free (1 when in doubt).')
 
 
 def log_picture(log, image, label, logits, colours, step):
@@ -186,7 +202,7 @@ def save(name, model, optimizer, step, log, world, extra):
         rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
         ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
                 'rng': rng, 'settings': config.resolved(), 'world_size': world, **extra}
-        runs.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
+        checkpoints.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
 
 
 def losses(log):
@@ -213,14 +229,6 @@ def diverged(what):
                             f'check the data; {kept}.')
 
 
-def fingerprint(model):
-    """sha256 of the weights and bases (not of BN statistics: without SyncBN they are local)."""
-    digest = hashlib.sha256()
-    for key, t in model.state_dict().items():
-        if 'running_' not in key and 'num_batches' not in key:
-            digest.update(t.detach().cpu().flatten().view(torch.uint8).numpy())
-    return digest.hexdigest()
-
 # ---------------------------------------------------------------------------- set-up
 
 
@@ -241,7 +249,7 @@ def hold_locks(rank):
 def resume_point(world):
     """latest.pth of MODEL_DIR, checked to continue this recipe, or None for a new run."""
     target = latest_path()
-    ckpt = runs.load_checkpoint(target) if os.path.exists(target) else None
+    ckpt = checkpoints.load_checkpoint(target) if os.path.exists(target) else None
     if ckpt is not None:
         recipe.check_resume(ckpt, target, f'run `{clean_command()}` to delete its '
                                                  f'checkpoints and logs and start afresh')
@@ -265,8 +273,9 @@ def start_log(rank, world, device, start, ckpt):
     init_from = config.path(settings.INIT_FROM) if settings.INIT_FROM and not ckpt else None
     log.init_from = ckpt.get('init_from') if ckpt else init_from  # the run's parent
     record = runs.run_record(devices=devices, world_size=world, start_step=start,
-                             init_from=log.init_from)
+                             init_from=log.init_from, model_dir=config.path(settings.MODEL_DIR))
     if rank == 0:
+        runs.claim(log.dir, dict.fromkeys(['train.log', 'metrics.jsonl', session]))
         runs.write_record(record, log.dir, session)
     log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
         + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
@@ -290,7 +299,7 @@ def build(ckpt, world, device, log):
         log(f'resuming from {latest_path()} at step {ckpt["step"]}' +
             (f' (written by {was} processes, now {world})' if was != world else ''))
     elif log.init_from:
-        parent = runs.load_checkpoint(log.init_from)
+        parent = checkpoints.load_checkpoint(log.init_from)
         new = infer.load_weights(model, parent['net'], log.init_from, 'pass the model settings '
                                  'it was trained with, or another INIT_FROM', True)
         log(f'initialised from {log.init_from} (step {parent.get("step")})' +

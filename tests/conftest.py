@@ -29,6 +29,8 @@ ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 def restore_settings():
     saved = config.resolved()
     yield
+    for key in set(config.resolved()) - set(saved):
+        delattr(settings, key)
     for key, value in saved.items():
         setattr(settings, key, value)
 

@@ -34,9 +34,11 @@ def experiment(tmp_path, name, log_dir='./logdir', **over):
     return folder
 
 
-def train_record(log, name, sha='0123456789abcdef', dirty=False, init_from=None, **over):
+def train_record(log, name, sha='0123456789abcdef', dirty=False, init_from=None, model_dir=None,
+                 **over):
     write(str(log / name), {'settings': {**BASE, **over}, 'git_sha': sha, 'git_dirty': dirty,
-                            'argv': ['train.py'], 'start_step': 0, 'init_from': init_from})
+                            'argv': ['train.py'], 'start_step': 0, 'init_from': init_from,
+                            **({'model_dir': model_dir} if model_dir else {})})
 
 
 def metrics(log, *entries):
@@ -48,7 +50,7 @@ def eval_result(log, ckpt, scores, split='val', mode='ss', stages=3, hexid='0a1b
     """A result file as eval.py writes it today, the run record inside."""
     name = f'eval_{ckpt}-{hexid}_{split}_{mode}_T{stages}.json'
     record = {'settings': {**BASE, **over}, 'git_sha': 'fedcba9876543210', 'git_dirty': True,
-              'checkpoint': f'/somewhere/models/{ckpt}.pth', 'step': 100, 'split': split,
+              'checkpoint': str(log.parent / 'models' / f'{ckpt}.pth'), 'step': 100, 'split': split,
               'mode': mode, 'stages': stages}
     write(str(log / name), {**dict(zip(compare.SCORES, scores)), 'fIoU': 0.5,
                             'per_class': {}, 'record': record})
@@ -122,6 +124,26 @@ def test_seed_group_mean_and_std(tmp_path, capsys):
     out, _ = run(capsys, *folders, other)
     line = [x for x in out.splitlines() if 'mean ± std' in x]
     assert len(line) == 1 and '73.00 ± 3.61' in line[0] and '(n=3)' in line[0]
+
+
+def test_a_score_belongs_to_the_run_whose_checkpoint_was_evaluated(tmp_path, capsys):
+    """A run's row shows the evaluations of its own checkpoints (in its MODEL_DIR, as its
+    training record says), not another folder's final.pth scored into the same LOG_DIR."""
+    run_a = seeded(tmp_path, 'a', 0, 0.156)
+    log = run_a / 'logdir'
+    train_record(log, 'train-20260101-000000-step0.json', model_dir=str(run_a / 'models'))
+    os.utime(log / 'eval_final-0a1b2c3d_val_ss_T3.json', (1, 1))  # its own: older
+    eval_result(log, 'final', (0.8627, 0.9, 0.8), hexid='99999999')  # the demo's, newer
+    with open(log / 'eval_final-99999999_val_ss_T3.json') as f:
+        other = json.load(f)
+    other['record']['checkpoint'] = str(tmp_path / 'demo' / 'models' / 'final.pth')
+    write(str(log / 'eval_final-99999999_val_ss_T3.json'), other)
+    got, err = rows(capsys, run_a)
+    assert got[0]['final/val/ss/T3 mIoU'] == 0.156
+    assert f'1 evaluation(s) of checkpoints from elsewhere, not of this run\'s {run_a}/models, ' \
+           f'left out (first: {tmp_path}/demo/models/final.pth)' in err
+    out, _ = run(capsys, '--csv', run_a)
+    assert '0.156' in out and '0.8627' not in out
 
 
 def test_folders_without_results_are_listed(tmp_path, capsys):
@@ -295,8 +317,9 @@ def test_end_to_end_two_seeds(tmp_path, toy_root, capsys):
     for seed, log_dir in ((0, 'logdir'), (1, 'runs')):
         folder = experiment(tmp_path, f'EMANet18.seed{seed}', f'./{log_dir}', SEED=seed)
         out = [f'MODEL_DIR={folder}/models', f'LOG_DIR={folder}/{log_dir}']
-        argv = args(toy_root, str(folder), SEED=seed, ITER_MAX=4, ITER_SAVE=4, VAL_EVERY=4)
-        assert run_main(train.main, argv + out, capsys)[0] == 0
+        argv = args(toy_root, str(folder), SEED=seed, ITER_MAX=4, ITER_SAVE=4, VAL_EVERY=4,
+                    LOG_DIR=f'{folder}/{log_dir}')
+        assert run_main(train.main, argv, capsys)[0] == 0
         code, _, err = run_main(evaluation.main, [f'{folder}/models/final.pth', *out,
                                                   f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0',
                                                   'ATTN_IMAGES=0', 'STAGE_NUM_EVAL=(1,3)'], capsys)

@@ -312,3 +312,15 @@ def test_check_reports_classes_and_problems(tmp_path, capfd):
     assert end.value.code == 1 and '2 problem(s)' in out and 'WARN' not in err  # OpenCV quiet
     assert 'toy_00001.png has values [7] outside [0, 5)' in out
     assert 'toy_00007.jpg cannot be read: it does not exist' in out
+    with open(root / 'ImageSets' / 'Segmentation' / 'val.txt', 'a') as f:
+        f.write('toy_00008\n')  # an id listed twice: counted once, named as a problem
+    with pytest.raises(SystemExit):
+        dataset.main(argv)
+    out = capfd.readouterr().out
+    assert 'val: 3 ids, labelled, 2 with problems' in out and '3 problem(s)' in out
+    assert 'toy_00008 is listed more than once in val.txt (it would count twice)' in out
+    settings.DATA_ROOT, settings.N_CLASSES = str(root), 5  # training and evaluation refuse it
+    with pytest.raises(config.UserError, match=r'val.txt names toy_00008 more than once \(1 '
+                                               r'ids so\); an image listed twice would count '
+                                               r'twice, so remove the repeats\.'):
+        dataset.ValDataset('val')

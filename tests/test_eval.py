@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoints
 import config
 import eval as evaluation
 import infer
 import network
 import pictures
-import runs
 from conftest import StandIn as Items
 from conftest import (TINY, as_args, fresh_settings, one_sentence, run_main, tensorboard_events,
                       tiny_net, use_tiny)
@@ -34,7 +34,15 @@ def test_the_table_and_the_json_of_scores():
     lines = evaluation.table(s, 'ss, T=3').splitlines()
     assert lines[0].split() == ['class', '(%)', 'IoU', 'acc']
     assert lines[1].split() == ['c0', '62.50', '83.33'] and lines[3].split() == ['c2', '-', '-']
-    assert lines[-1] == 'mIoU 31.25  pAcc 62.50  mAcc 41.67  fIoU 46.88  (ss, T=3, 3 classes)'
+    assert lines[4] == 'mIoU 31.25  pAcc 62.50  mAcc 41.67  fIoU 46.88  (ss, T=3, 3 classes)'
+    note = ('no labelled pixels in this split: c2 (IoU 0 where predicted, counted in mIoU; - '
+            'where not, left out)')
+    assert lines[5:] == [note]  # why the mean is what it is
+    assert evaluation.table(infer.scores([[5, 1], [2, 3]])).count('\n') == 3  # all labelled
+    conf = [[5, 1, 1], [2, 0, 0], [0, 0, 0]]  # c2 predicted, never labelled: IoU 0 in the mean
+    s = infer.scores(conf, names=['c0', 'c1', 'c2'])
+    assert s['per_class']['c2'] == 0 and s['mIoU'] == pytest.approx((5 / 9 + 0 + 0) / 3)
+    assert s['unlabelled_classes'] == ['c2'] and evaluation.table(s).splitlines()[5] == note
 
 
 # ---------------------------------------------------------------------------- pictures
@@ -68,9 +76,9 @@ def test_confusion_picture_and_the_pairs_confused_most():
 
 def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsys):
     state = tiny_net(STAGE_NUM=2, DATA_ROOT=toy_root).state_dict()
-    runs.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(), 'optimizer': {}},
-                     str(tmp_path / 'final.pth'))
-    runs.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
+    checkpoints.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(),
+                             'optimizer': {}}, str(tmp_path / 'final.pth'))
+    checkpoints.save_atomic({'net': state, 'step': 7}, str(tmp_path / 'original.pth'))
     common = ['NUM_WORKERS=0', 'ATTN_IMAGES=2']
     code, out, err = run_main(evaluation.main, [f'MODEL_DIR={tmp_path}', f'LOG_DIR={tmp_path}/a',
                                                 'SAVE_PRED=True'] + common, capsys)
@@ -111,13 +119,15 @@ def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path
     for folder, seed in (('a', 0), ('b', 1)):
         torch.manual_seed(seed)
         (tmp_path / folder).mkdir()
-        runs.save_atomic({'net': network.EMANet(5, 18).state_dict(), 'step': seed,
-                          'settings': config.resolved()}, str(tmp_path / folder / 'final.pth'))
+        checkpoints.save_atomic({'net': network.EMANet(5, 18).state_dict(), 'step': seed,
+                                 'settings': config.resolved()},
+                                str(tmp_path / folder / 'final.pth'))
     common = [f'LOG_DIR={tmp_path}/logs', 'NUM_WORKERS=0', 'ATTN_IMAGES=0']
     evaluation.main([str(tmp_path / 'a' / 'final.pth')] + common)
     evaluation.main([str(tmp_path / 'b' / 'final.pth')] + common)
     evaluation.main([str(tmp_path / 'b' / 'final.pth'), 'EVAL_FLIP=True'] + common)
-    results = sorted(f for f in os.listdir(tmp_path / 'logs') if f.endswith('.json'))
+    results = sorted(f for f in os.listdir(tmp_path / 'logs') if f.startswith('eval_') and
+                     f.endswith('.json'))
     assert len(results) == 3, results
     steps = sorted(json.load(open(tmp_path / 'logs' / f))['record']['step'] for f in results)
     assert steps == [0, 1, 1]

@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+import checkpoints
 import config
 import infer
 import network
-import runs
 import settings
 import transforms
 from conftest import StandIn as Items
@@ -238,7 +238,7 @@ def test_two_processes_give_the_numbers_of_one(net, tmp_path):
 def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
     state = {f'module.{k}': v for k, v in net.state_dict().items()
              if not k.endswith('num_batches_tracked')}  # DataParallel, PyTorch < 0.4.1
-    runs.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
+    checkpoints.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
                        str(tmp_path / 'a.pth'))
     settings.STRIDE, settings.N_LAYERS = 16, 50
     loaded, info = infer.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
@@ -267,7 +267,7 @@ def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
     elif problem == 'nan':
         state = net.state_dict()
         state['fc2.weight'][1, 3] = float('nan')  # one weight: it would score silently wrong
-        runs.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
+        checkpoints.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
     with pytest.raises(config.UserError, match=message):
         infer.load_net(str(target), torch.device('cpu'))
 

@@ -8,9 +8,9 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+import checkpoints
 import config
 import network
-import runs
 import settings
 from conftest import use_tiny
 
@@ -304,10 +304,10 @@ def test_load_weights_fits_or_says_why(tmp_path):
         'fc2.weight', 'fc2.bias']
     assert torch.equal(other.fc0.conv.weight, source.fc0.conv.weight)
     state['module.fc0.bn.running_var'][3] = float('nan')  # refused where checkpoints are read
-    runs.save_atomic({'net': state}, str(tmp_path / 'a.pth'))
+    checkpoints.save_atomic({'net': state}, str(tmp_path / 'a.pth'))
     with pytest.raises(config.UserError, match="non-finite values .* in 'module.fc0.bn."
                                                "running_var'; it cannot be used"):
-        runs.load_checkpoint(str(tmp_path / 'a.pth'))
+        checkpoints.load_checkpoint(str(tmp_path / 'a.pth'))
 
 
 # ---------------------------------------------------------------------------- costs

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoints
 import config
 import dataset
 import eval as evaluation
@@ -30,8 +31,8 @@ def checkpoint(toy_root, tmp_path):
     colours = dataset.palette()
     colours[3:6] = [1, 2, 3]
     target = str(tmp_path / 'run' / 'final.pth')
-    runs.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
-                      'classes': dataset.class_names(toy_root), 'palette': colours}, target)
+    checkpoints.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
+                            'classes': dataset.class_names(toy_root), 'palette': colours}, target)
     return target
 
 
@@ -85,7 +86,12 @@ def test_every_kind_of_input_and_names_that_never_clash(checkpoint, tmp_path, ca
     written = sorted(os.listdir(tmp_path / 'out'))
     stems = ['gray', 'rgba', 'a_x_jpg', 'a_x_png', 'cmyk', 'deep', 'p', 'p-2', 'b_x',
              'a_x_jpg-2']  # the folder (then the extension) where names would clash
-    assert written == sorted([f'{s}.png' for s in stems] + [f'{s}_overlay.jpg' for s in stems])
+    assert written == sorted([f'{s}.png' for s in stems] + [f'{s}_overlay.jpg' for s in stems]
+                             + [runs.OUTPUTS])  # and the list of them (see clean.py)
+    listed = runs.claimed(str(tmp_path / 'out'))
+    assert listed['b_x.png'] == listed['b_x_overlay.jpg'] == str(b / 'x.jpg')
+    assert sorted(listed) == sorted(written[:-1] if written[-1] == runs.OUTPUTS else
+                                    [w for w in written if w != runs.OUTPUTS])
     pred = np.asarray(Image.open(tmp_path / 'out' / 'b_x.png'))
     assert pred.shape == (30, 40)
     overlay = np.asarray(Image.open(tmp_path / 'out' / 'b_x_overlay.jpg'))
@@ -108,7 +114,7 @@ def test_a_bad_image_is_skipped_and_the_others_written(checkpoint, tmp_path, cap
     assert '1 of 2 images could not be read' in err
     folder = out.splitlines()[-1].split('predictions: ')[1]
     assert os.path.dirname(folder) == str(tmp_path / 'logs')
-    assert sorted(os.listdir(folder)) == ['good.png', 'good_overlay.jpg']
+    assert sorted(os.listdir(folder)) == [runs.OUTPUTS, 'good.png', 'good_overlay.jpg']
     code, out, err = run([checkpoint, str(tmp_path / 'in'), f'LOG_DIR={tmp_path}/logs'], capsys)
     assert out.splitlines()[-1] == f'predictions: {folder}-2'  # a new folder, nothing replaced
 
@@ -199,3 +205,31 @@ def test_overlay_blends_and_lists_the_classes_present():
     assert (legend[28:43, 6:21] == pictures.colorize(np.array([3]))[0]).all()
     assert (legend[6:21, 26:] < 128).any() and (legend[28:43, 26:] < 128).any()  # the names
     assert (legend[50:] == 255).all()  # and nothing more
+
+
+def test_out_never_replaces_a_file_predict_did_not_write_or_another_images(checkpoint, tmp_path,
+                                                                            capsys):
+    """--out at the input folder, at a folder of other files, or at an earlier prediction of
+    other images is refused in one sentence before anything is written; the same prediction
+    again into its own folder is fine."""
+    photos, other = tmp_path / 'photos', tmp_path / 'other'
+    photos.mkdir(), other.mkdir()
+    Image.new('RGB', (20, 17), (90, 20, 200)).save(photos / 'alpha.png')
+    Image.new('RGB', (20, 17), (10, 20, 30)).save(photos / 'gray.png')
+    Image.new('RGB', (23, 17), (200, 20, 30)).save(other / 'alpha.png')  # the same name
+    before = {p: p.read_bytes() for p in photos.iterdir()}
+    code, _, err = run([checkpoint, str(photos), '--out', str(photos)], capsys)
+    assert code == 2 and 'would write alpha.png over an input image' in err, err
+    assert {p: p.read_bytes() for p in photos.iterdir()} == before  # nothing written
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'notes.txt').write_text('mine')
+    code, _, err = run([checkpoint, str(photos), '--out', str(tmp_path / 'mine')], capsys)
+    assert code == 2 and 'holds notes.txt, which predict.py did not write' in err, err
+    assert os.listdir(tmp_path / 'mine') == ['notes.txt']
+    out = str(tmp_path / 'out')
+    assert run([checkpoint, str(photos), '--out', out], capsys)[0] == 0
+    first = (tmp_path / 'out' / 'alpha.png').read_bytes()
+    assert run([checkpoint, str(photos), '--out', out], capsys)[0] == 0  # the same again: fine
+    code, _, err = run([checkpoint, str(other), '--out', out], capsys)
+    assert code == 2 and f'holds alpha.png, the prediction of another image ({photos}' in err
+    assert (tmp_path / 'out' / 'alpha.png').read_bytes() == first

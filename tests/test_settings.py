@@ -1,7 +1,9 @@
 """KEY=VALUE overrides: types, unknown keys, bare strings, bad literals; settings.py itself."""
 import ast
 import importlib
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -131,10 +133,73 @@ def test_second_forms_long_values_paths_and_help(capsys):
 
 
 @pytest.mark.parametrize('script', ['train.py', 'eval.py', 'predict.py', 'compare.py', 'bench.py',
-                                    'prepare.py', 'toy.py', 'dataset.py'])
+                                    'prepare.py', 'toy.py', 'dataset.py', 'clean.py'])
 def test_every_script_prints_its_usage(script, capsys):
     module = importlib.import_module(script[:-3])
     code, out, err = run_main(module.main, ['--help'], capsys)
     assert code == 0 and err == '', err
     assert module.__doc__.splitlines()[0] in out  # what it is for
     assert f'python {script} ' in out  # and how to run it
+
+
+def line_of(text):
+    """The line number of `text` in settings.py."""
+    return open(settings.__file__).read().split(text)[0].count('\n') + 1
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda s: s.replace('N_BASES = 64', 'N_BASES = (64'),
+     f"line {line_of('N_BASES = 64')} is not a valid Python constant ('(' was never closed)"),
+    (lambda s: s.replace('LR = 9e-3', 'LR = 9e-3 * FACTOR'),
+     f"line {line_of('LR = 9e-3')} is not a valid Python constant (NameError: name 'FACTOR'"),
+    (lambda s: None, 'settings.py is missing; restore it (`git checkout settings.py`)'),
+])
+def test_a_settings_py_python_cannot_run_is_one_sentence(tmp_path, edit, message):
+    """Every script starts with config.py, which imports settings.py: a broken file is named
+    with its line before anything runs (compare.py here: it starts without torch)."""
+    for name in ('config.py', 'runs.py', 'compare.py'):
+        shutil.copy(os.path.join(config.ROOT, name), tmp_path)
+    text = edit(open(os.path.join(config.ROOT, 'settings.py')).read())
+    if text is not None:
+        (tmp_path / 'settings.py').write_text(text)
+    done = subprocess.run([sys.executable, 'compare.py', '.'], cwd=tmp_path, capture_output=True,
+                          text=True, env=ENV)
+    assert done.returncode == 2 and done.stderr.startswith('error: ') and \
+        done.stderr.count('\n') == 1, done.stderr
+    assert message in done.stderr and 'git ' in done.stderr, done.stderr
+
+
+def test_a_settings_py_missing_a_key_or_holding_a_wrong_one_is_one_sentence():
+    del settings.LR_DECAY  # a line deleted while editing an experiment copy
+    with pytest.raises(config.UserError, match=r'settings.py lacks the setting LR_DECAY \(a line '
+                                               r'deleted while editing\?\); `git diff settings.py'
+                                               r'` shows what changed'):
+        config.apply_overrides(['LR=0.1'])
+    settings.LR_DECAY, settings.LR_DECAYY = 10, 10  # a misspelt name
+    with pytest.raises(config.UserError, match=r'settings.py line \? defines LR_DECAYY, which no '
+                                               r'script reads \(did you mean LR_DECAY\?\)'):
+        config.apply_overrides([])
+    del settings.LR_DECAYY
+    settings.LR = '0.01'  # a string where a number is expected
+    line = line_of('LR = ')
+    with pytest.raises(config.UserError, match=f'settings.py line {line}: LR = 0.01 is a string, '
+                                               f'but LR takes a number; fix the line'):
+        config.apply_overrides([])
+    settings.LR, settings.CROP_SIZE = 1, 513.0
+    with pytest.raises(config.UserError, match=r'CROP_SIZE = 513.0 is a number, but CROP_SIZE '
+                                               r'takes an int or a tuple of ints'):
+        config.apply_overrides([])
+    settings.CROP_SIZE = [33, 49]  # a list is taken as a tuple, an int as a number
+    config.apply_overrides([])
+    assert settings.LR == 1.0 and type(settings.LR) is float and settings.CROP_SIZE == (33, 49)
+
+
+def test_a_setting_given_twice_counts_once_and_an_empty_folder_is_refused():
+    assert config.apply_overrides(['LR=0.1', 'BATCH_SIZE=8', 'LR=0.2']) == []
+    assert settings.LR == 0.2  # the last one, as a pasted settings line then your own
+    for key in ('LOG_DIR', 'MODEL_DIR'):
+        with pytest.raises(config.UserError, match=f'{key}= must name a folder'):
+            config.apply_overrides([f'{key}='])
+        setattr(settings, key, f'./{key.lower()}')
+    with pytest.raises(config.UserError, match='TRAIN_SPLIT=../train must be the name of a list'):
+        config.apply_overrides(['TRAIN_SPLIT=../train'])

@@ -16,8 +16,8 @@ import torch
 import config
 import settings
 import train
-from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load, one_sentence,
-                      run_main, run_script, tensorboard_events, tiny_net)
+from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load,
+                      one_sentence, run_main, run_script, tensorboard_events, tiny_net)
 
 
 @pytest.fixture(scope='module')
@@ -332,3 +332,11 @@ def test_every_iteration_trains_at_the_originals_learning_rate(toy_root, tmp_pat
         assert [resumed[i] for i in resumed] == pytest.approx([original(i) for i in resumed],
                                                               abs=1e-12)
         assert_same_state(load(parts, 'final.pth'), load(tmp, 'final.pth'))
+
+
+def test_a_cpu_run_at_a_quarter_of_its_speed_says_what_to_try():
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert train.slower(30.0, 33.0, cpu) is None and train.slower(8.0, 33.0, cuda) is None
+    hint = train.slower(2.0, 29.0, cpu)  # another job on the same two cores
+    assert hint.startswith('note: 2.0 img/s, down from 29.0: if another job shares these cores')
+    assert hint.endswith('run with OMP_NUM_THREADS set to the cores free (1 when in doubt).')

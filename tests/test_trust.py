@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoints
 import config
 import prepare
 import runs
@@ -32,49 +33,90 @@ def sh(script, *argv, cwd=None):
                           timeout=60, env=SH_ENV)
 
 
+def checkpoint(path, ours=True):
+    """A checkpoint as train.py writes it (its keys), or another program's of the same name."""
+    keys = {'net': {'w': torch.zeros(2)}, 'step': 4}
+    torch.save({**keys, 'optimizer': {}, 'settings': {'LR': 0.1}} if ours else keys, path)
+
+
 @pytest.fixture
 def project(tmp_path):
-    """A copy of the project's clean.sh and settings.py, with run outputs and other files."""
+    """A copy of the project's clean.sh and what it runs, with run outputs (as train.py, eval.py,
+    predict.py and bench.py leave them) and the user's own files beside them."""
     project = tmp_path / 'project'
-    for d in ('models', 'logdir/eval_final-1a2b3c4d_val_ss_T3_pred', 'logdir/mine',
-              'logdir/predict_final-1a2b3c4d_ss', '__pycache__'):
+    for d in ('models', 'logdir/mine', 'logdir/predict_final-1a2b3c4d_ss', 'logdir/predict_mine',
+              '__pycache__'):
         (project / d).mkdir(parents=True)
-    for name in ('clean.sh', 'settings.py', 'config.py', 'runs.py'):  # what clean.sh uses
+    for name in ('clean.sh', 'clean.py', 'settings.py', 'config.py', 'runs.py', 'checkpoints.py'):
         shutil.copy(os.path.join(ROOT, name), project)
     pid = dead_pid()  # of a killed write
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth',
             'models/step_x.pth', 'logdir/notes.txt', 'logdir/mine/a.png',
-            'logdir/predict_final-1a2b3c4d_ss/results.md']
-    gone = ['models/latest.pth', 'models/final.pth', 'models/best.pth', 'models/step_2000.pth',
-            f'models/latest.pth.tmp{pid}', 'models/train.lock', 'logdir/train.log',
-            'logdir/train-20261122-101010-step0.json', 'logdir/metrics.jsonl',
-            'logdir/events.out.tfevents.1.host.77', 'logdir/eval_final-1a2b3c4d_val_ss_T3.json',
-            'logdir/eval_final-1a2b3c4d_val_ss_T3_confusion.png', 'logdir/bench.json',
-            'logdir/eval_final-1a2b3c4d_val_ss_T3_pred/2007_000033.png',
-            'logdir/predict_final-1a2b3c4d_ss/cat.png', f'logdir/metrics.jsonl.tmp{pid}',
-            '__pycache__/a.pyc']
+            'logdir/predict_final-1a2b3c4d_ss/results.md', 'logdir/predict_mine/holiday.jpg',
+            'logdir/events.out.tfevents.1.host.77']  # another program's events
+    claimed = {'logdir': ['train.log', 'train-20261122-101010-step0.json', 'metrics.jsonl',
+                          'eval_final-1a2b3c4d_val_ss_T3.json', 'bench.json',
+                          'eval_final-1a2b3c4d_val_ss_T3_confusion.png',
+                          'eval_final-1a2b3c4d_val_ss_T3_pred/2007_000033.png'],
+               'logdir/predict_final-1a2b3c4d_ss': ['cat.png', 'cat_overlay.jpg']}
+    gone = ([f'{folder}/{name}' for folder, names in claimed.items() for name in names] +
+            [f'models/latest.pth.tmp{pid}', 'models/train.lock', f'logdir/metrics.jsonl.tmp{pid}',
+             'logdir/events.out.tfevents.1.host.emanet77', '__pycache__/a.pyc'])
     for name in keep + gone:
+        os.makedirs(os.path.dirname(project / name), exist_ok=True)
         (project / name).write_text('x')
-    return project, keep, gone
+    for folder, names in claimed.items():
+        runs.claim(str(project / folder), dict.fromkeys(names))
+    for name in ('latest.pth', 'final.pth', 'best.pth', 'step_2000.pth'):
+        checkpoint(project / 'models' / name)
+    return project, keep, gone + ['models/latest.pth', 'models/final.pth', 'models/best.pth',
+                                  'models/step_2000.pth']
 
 
 def test_clean_sh_removes_what_runs_wrote_and_nothing_else(project, tmp_path):
     project, keep, gone = project
-    (tmp_path / 'other').mkdir()
-    (tmp_path / 'other' / 'latest.pth').write_text('x')
+    other = tmp_path / 'other'  # a folder shared with another program
+    other.mkdir()
+    checkpoint(other / 'latest.pth')  # a run of this project wrote it
+    checkpoint(other / 'final.pth', ours=False)  # the other program's, of the same names
+    (other / 'best.pth').write_text('not even a checkpoint')
     done = sh(project / 'clean.sh', 'MODEL_DIR=../other', 'DATA_ROOT=/')
-    assert done.returncode != 0 and "'DATA_ROOT' is not LOG_DIR" in done.stderr
-    assert (project / 'models' / 'latest.pth').exists()  # nothing removed
+    assert done.returncode == 2 and "'DATA_ROOT' is not LOG_DIR" in done.stderr
+    assert (other / 'latest.pth').exists()  # nothing removed
     done = sh(project / 'clean.sh', 'MODEL_DIR=../other')
-    assert done.returncode == 0 and not (tmp_path / 'other' / 'latest.pth').exists()
+    assert done.returncode == 0 and sorted(os.listdir(other)) == ['best.pth', 'final.pth']
+    assert f'removed 1 from {other}; left 2 it did not write: best.pth, final.pth' in done.stdout
     assert (project / 'models' / 'latest.pth').exists()  # only the MODEL_DIR given
     for _ in range(2):  # from another folder, twice in a row
         done = sh(project / 'clean.sh', cwd=str(tmp_path))
         assert done.returncode == 0, done.stderr
     assert all((project / name).exists() for name in keep), done.stdout
-    assert not any((project / name).exists() for name in gone)
-    assert 'left 3 it did not write: mine, notes.txt, predict_final-1a2b3c4d_ss/' in done.stdout
+    assert [name for name in gone if (project / name).exists()] == []
+    assert ('left 5 it did not write: events.out.tfevents.1.host.77, mine/, notes.txt, '
+            'predict_final-1a2b3c4d_ss/, predict_mine/') in done.stdout
+    assert os.listdir(project / 'logdir' / 'predict_final-1a2b3c4d_ss') == ['results.md']
     assert not (project / 'logdir' / 'eval_final-1a2b3c4d_val_ss_T3_pred').exists()
+
+
+@pytest.mark.parametrize('key, folder, what', [('MODEL_DIR', '.', 'the project'),
+                                               ('MODEL_DIR', '/', 'the project'),
+                                               ('MODEL_DIR', 'data', 'DATA_ROOT'),
+                                               ('MODEL_DIR', '~', 'your home folder'),
+                                               ('LOG_DIR', '~', 'your home folder')])
+def test_clean_sh_refuses_a_model_dir_holding_the_project_home_or_data(project, tmp_path, key,
+                                                                       folder, what):
+    project, keep, gone = project
+    (project / 'data' / 'JPEGImages').mkdir(parents=True)
+    with open(project / 'settings.py', 'a') as f:
+        f.write("DATA_ROOT = './data'\n")
+    (tmp_path / 'home').mkdir()
+    checkpoint(tmp_path / 'home' / 'final.pth')  # in the home folder of this test
+    before = sorted(str(p) for p in tmp_path.rglob('*'))
+    done = subprocess.run(['sh', str(project / 'clean.sh'), f'{key}={folder}'], text=True,
+                          capture_output=True, env={**SH_ENV, 'HOME': str(tmp_path / 'home')})
+    assert done.returncode == 2 and f'{key}=' in done.stderr and f'holds {what}' in \
+        done.stderr and 'nothing removed' in done.stderr, done.stderr
+    assert sorted(str(p) for p in tmp_path.rglob('*')) == before
 
 
 @pytest.mark.parametrize('log_dir, what', [('./models', 'PRETRAINED'), ('.', 'the project'),
@@ -125,13 +167,13 @@ def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(toy_ro
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_half_file(tmp_path, monkeypatch):
     target = str(tmp_path / 'latest.pth')
-    runs.save_atomic({'step': 1}, target)
+    checkpoints.save_atomic({'step': 1}, target)
     real = torch.save
     monkeypatch.setattr(torch, 'save', lambda obj, path: real(obj, '/dev/full'))
     with pytest.raises(config.UserError, match=r'latest.pth could not be written \(the write '
                                                r'failed\); the disk is full; make room or '
                                                r'pass another MODEL_DIR'):
-        runs.save_atomic({'step': 2, 'x': torch.zeros(100000)}, target)
+        checkpoints.save_atomic({'step': 2, 'x': torch.zeros(100000)}, target)
     assert os.listdir(tmp_path) == ['latest.pth']
     assert torch.load(target, weights_only=True) == {'step': 1}
 

@@ -1,0 +1,134 @@
+"""Remove what this project's runs wrote into MODEL_DIR and LOG_DIR, and nothing else: the command
+behind clean.sh.
+
+    sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>]   # or python clean.py ...; default: settings.py's
+
+MODEL_DIR: the checkpoints train.py wrote (latest.pth, final.pth, best.pth, step_<N>.pth, told
+apart from other files of those names by what they hold) and its lock file. LOG_DIR: every file
+that train.py, eval.py, predict.py and bench.py listed as theirs before writing it (the list
+runs.OUTPUTS in each folder of outputs), and their TensorBoard event files. In both, the
+temporary files of writes that were killed. Every other file stays, and it says which. It
+refuses while a train.py runs in either folder, and a folder that holds the project, your home
+folder, DATA_ROOT or (LOG_DIR) the ImageNet weights. Not here: what runs write (runs.py).
+"""
+import fcntl
+import fnmatch
+import os
+import re
+import sys
+
+import checkpoints
+import config
+import runs
+import settings
+
+CHECKPOINT = re.compile(r'(latest|final|best|step_\d+)\.pth')
+LOCKS = ('train.lock', 'train.log.lock')
+
+
+@config.command
+def main(argv):
+    if any(a in ('-h', '--help') for a in argv):
+        return print(__doc__.strip())
+    for arg in argv:
+        key = arg.partition('=')[0]
+        if key not in ('MODEL_DIR', 'LOG_DIR') or '=' not in arg:
+            raise config.UserError(f'{config.short(key)!r} is not LOG_DIR=<dir> or '
+                                   f'MODEL_DIR=<dir>; nothing removed.')
+    config.apply_overrides(argv)
+    folders = {key: os.path.realpath(config.path(getattr(settings, key)))
+               for key in ('MODEL_DIR', 'LOG_DIR')}
+    for key, folder in folders.items():
+        refuse_a_folder_of_others(key, folder)
+        refuse_while_a_run_holds(folder)
+    for folder in dict.fromkeys(folders.values()):
+        if os.path.isdir(folder):
+            removed, left = clean(folder)
+            kept = f'; left {len(left)} it did not write: {", ".join(left[:5])}' if left else ''
+            print(f'clean.sh: removed {removed} from {folder}{kept}{" ..." * (len(left) > 5)}')
+
+
+def refuse_a_folder_of_others(key, folder):
+    """One sentence when `folder` (MODEL_DIR or LOG_DIR) is, or holds, the project, the home
+    folder, DATA_ROOT or (LOG_DIR) the ImageNet weights: not the folder of a run's outputs."""
+    real = os.path.realpath
+    protected = {'the project': config.ROOT, 'your home folder': os.path.expanduser('~'),
+                 'DATA_ROOT': config.path(settings.DATA_ROOT)}
+    if key == 'LOG_DIR' and settings.PRETRAINED:
+        protected['PRETRAINED (the ImageNet weights)'] = config.path(settings.PRETRAINED)
+    for what, path in protected.items():
+        if within(real(path), folder) and (os.path.exists(path) or what == 'the project'):
+            raise config.UserError(f'{key}={folder} holds {what} ({real(path)}); give the '
+                                   f'run\'s own folder as {key}=<dir>; nothing removed.')
+
+
+def within(path, folder):
+    return path == folder or path.startswith(folder.rstrip('/') + '/')
+
+
+def refuse_while_a_run_holds(folder):
+    """One sentence when a train.py holds `folder` (its lock; see runs.lock)."""
+    for lock in ('train.lock', 'train.log.lock'):
+        if os.path.isfile(os.path.join(folder, lock)):
+            with open(os.path.join(folder, lock), 'a') as f:
+                try:
+                    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    raise config.UserError(f'a train.py is running in {folder}; stop it first '
+                                           f'(its checkpoints are in use); nothing removed.') \
+                        from None
+
+
+def clean(folder):
+    """Remove what runs wrote in `folder` (see the module's docstring); returns (how many
+    files went, the names of what stays, folders with '/')."""
+    removed = remove_claimed(folder)
+    left = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if os.path.isfile(os.path.join(path, runs.OUTPUTS)):
+                removed += remove_claimed(path)
+                if not os.listdir(path):
+                    os.rmdir(path)
+                    continue
+            left.append(name + '/')
+        elif ours(folder, name):
+            os.remove(path)
+            removed += 1
+        else:
+            left.append(name)
+    return removed, left
+
+
+def ours(folder, name):
+    """Whether file `name` of `folder` is one that runs write without listing it (see
+    runs.claim): a checkpoint of train.py, a lock, a TensorBoard event file of ours, a
+    leftover of a killed write."""
+    if CHECKPOINT.fullmatch(name):
+        return checkpoints.is_checkpoint_of_train(os.path.join(folder, name))
+    return name in LOCKS or runs.is_leftover(name) or fnmatch.fnmatch(
+        name, f'events.out.tfevents.*{runs.EVENTS}*')
+
+
+def remove_claimed(folder):
+    """Remove the files that scripts listed as theirs in `folder` (runs.claimed), the folders
+    they leave empty, then the list itself; returns how many files went."""
+    listed = runs.claimed(folder)
+    removed = 0
+    for name in listed:
+        path = os.path.normpath(os.path.join(folder, name))
+        if within(path, folder) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            removed += 1
+            parent = os.path.dirname(path)
+            while parent != folder and within(parent, folder) and not os.listdir(parent):
+                os.rmdir(parent)
+                parent = os.path.dirname(parent)
+    if os.path.isfile(os.path.join(folder, runs.OUTPUTS)):
+        os.remove(os.path.join(folder, runs.OUTPUTS))
+    return removed
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
