@@ -13,7 +13,6 @@ checkpoint of a fine-tuned run. Folders that differ only in SEED get one more ro
 sample standard deviation of each score over the seeds. Unreadable records are named on stderr.
 """
 import argparse
-import ast
 import csv
 import io
 import json
@@ -88,7 +87,11 @@ def read_folder(given):
     if not os.path.isdir(given):
         raise config.UserError(f'{given} is not a folder; give experiment folders (holding '
                                f'settings.py) or their log folders.')
-    defined = literal_settings(os.path.join(given, 'settings.py'))
+    try:
+        defined = config.read_settings_file(os.path.join(given, 'settings.py'))
+    except config.UserError as e:
+        problem(f'{str(e)[:-1]}; LOG_DIR taken as ./logdir')
+        defined = {}
     log_dir = given if defined is None else os.path.normpath(os.path.join(
         given, os.path.expanduser(str(defined.get('LOG_DIR', './logdir')))))
     names = sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []
@@ -105,27 +108,6 @@ def read_folder(given):
             'results': bool(sessions or any(curves.values()) or evals),
             'git_sha': last.get('git_sha'), 'git_dirty': last.get('git_dirty'),
             'init_from': next((r['init_from'] for r in records[::-1] if r.get('init_from')), None)}
-
-
-def literal_settings(path):
-    """The upper-case constants of a settings.py, read with ast (never run); None without one."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            tree = ast.parse(f.read(), path)
-    except (OSError, SyntaxError, ValueError) as e:
-        problem(f'{path} cannot be read ({type(e).__name__}); LOG_DIR taken as ./logdir')
-        return {}
-    values = {}
-    for node in tree.body:
-        name = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else 0
-        if isinstance(name, ast.Name) and name.id.isupper():
-            try:
-                values[name.id] = ast.literal_eval(node.value)
-            except (ValueError, TypeError, SyntaxError, RecursionError):
-                pass  # not a plain constant: nothing we can know without running it
-    return values
 
 
 def read_json(path):
