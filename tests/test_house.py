@@ -9,7 +9,7 @@ from conftest import ROOT
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
 LAYERS = [('settings',), ('config',), ('runs',), ('network',), ('recipe', 'transforms', 'dataset'),
           ('pictures',), ('infer', 'preparation'),
-          ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy')]
+          ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'experiment')]
 SCRIPTS = set(LAYERS[-1])
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
