@@ -16,8 +16,8 @@ import torch
 import config
 import settings
 import train
-from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load, one_sentence,
-                      run_main, run_script, tensorboard_events, tiny_net)
+from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load,
+                      one_sentence, run_main, run_script, tensorboard_events, tiny_net)
 
 
 @pytest.fixture(scope='module')
