@@ -149,6 +149,26 @@ def test_names_literals_and_paths_outside_the_project(source):
     assert done.stdout.splitlines()[-1] == 'next: python emanet/experiment.py run runs/deeper'
 
 
+def test_outside_git_every_file_but_runs_data_caches_and_weights(source, tmp_path):
+    plain = str(tmp_path / 'plain')
+    shutil.copytree(source, plain, symlinks=True, ignore=shutil.ignore_patterns('.git'))
+    os.makedirs(os.path.join(plain, '__pycache__'), exist_ok=True)
+    with open(os.path.join(plain, 'old.pth'), 'w') as f:
+        f.write('a checkpoint kept by hand')
+    done = new(plain, 'SEED=2')
+    assert done.returncode == 0, done.stderr
+    copy = str(tmp_path / 'EMANet18.SEED2')
+    assert '(no git)' in done.stdout.splitlines()[0]
+    found = {os.path.relpath(os.path.join(top, f), copy) for top, dirs, files in os.walk(copy)
+             for f in files + dirs}
+    assert {'notes.txt', 'settings.py', 'tests/test_experiment.py', WEIGHTS, 'toy/data'} <= found
+    assert not {'old.pth', 'models/latest.pth', 'logdir/train.log', '__pycache__'} & found
+    assert os.path.islink(os.path.join(copy, WEIGHTS))
+    assert os.path.islink(os.path.join(copy, 'toy', 'data'))
+    with open(os.path.join(copy, 'logdir', 'experiment.json')) as f:
+        assert json.load(f)['git_sha'] == 'unknown'
+
+
 def test_mistakes_write_nothing(source):
     parent = os.path.dirname(source)
     os.makedirs(os.path.join(parent, 'taken'))
