@@ -331,7 +331,6 @@ def parallel(fn, jobs, workers=None, desc=None):
     return [future.result() for future in futures]
 
 
-
 # ---------------------------------------------------------------------------- settings files
 
 def read_settings_file(path):
