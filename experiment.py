@@ -281,7 +281,7 @@ def run(args):
             where = f'[{i}/{len(folders)}] {folder["given"]}'
             outcomes.append(run_folder(folder, where, launcher, evals, wanted, state))
         failed = sum(o.startswith('failed') for o in outcomes)
-        say(f'{len(folders)} folders, {failed} failed:')
+        say(f'{len(folders)} folder{"s" * (len(folders) > 1)}, {failed} failed:')
         width = max(len(f['given']) for f in folders)
         for folder, outcome in zip(folders, outcomes):
             print(f'  {folder["given"]:<{width}}  {outcome}')
