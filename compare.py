@@ -8,12 +8,12 @@ recorded in each folder's LOG_DIR.
 A DIR is an experiment folder (its LOG_DIR read from its settings.py, never run) or a log
 folder. Columns: the settings that differ between the folders (from the latest training
 record, else settings.py), steps trained, wall time (all sessions), final train loss, every
-evaluation's mIoU (pAcc and mAcc too in CSV and JSON), git SHA and dirty flag, and the parent
-checkpoint of a fine-tuned run. Folders that differ only in SEED get one more row: the mean and
-sample standard deviation of each score over the seeds. Unreadable records are named on stderr.
+evaluation's mIoU (pAcc and mAcc too in CSV and JSON), git SHA and dirty flag, the folder that
+`experiment.py new` made it from, and the parent checkpoint of a fine-tuned run. Folders that
+differ only in SEED get one more row: the mean and sample standard deviation of each score over
+the seeds. Unreadable records are named on stderr.
 """
 import argparse
-import ast
 import csv
 import io
 import json
@@ -37,7 +37,7 @@ NUMBER = r'(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))'
 LOG_LINE = re.compile(rf'step (\d+)/\d+\s+loss {NUMBER}\s+lr {NUMBER}')  # older train.log
 VAL_LINE = re.compile(rf'step (\d+)\s+val .*?mIoU {NUMBER}%')
 HEADS = {'wall_time_s': 'wall time', 'final_loss': 'final loss', 'git_sha': 'git',
-         'init_from': 'init from'}
+         'from_folder': 'from', 'init_from': 'init from'}
 
 
 @config.command
@@ -88,7 +88,11 @@ def read_folder(given):
     if not os.path.isdir(given):
         raise config.UserError(f'{given} is not a folder; give experiment folders (holding '
                                f'settings.py) or their log folders.')
-    defined = literal_settings(os.path.join(given, 'settings.py'))
+    try:
+        defined = config.read_settings_file(os.path.join(given, 'settings.py'))
+    except config.UserError as e:
+        problem(f'{str(e)[:-1]}; LOG_DIR taken as ./logdir')
+        defined = {}
     log_dir = given if defined is None else os.path.normpath(os.path.join(
         given, os.path.expanduser(str(defined.get('LOG_DIR', './logdir')))))
     names = sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []
@@ -103,33 +107,16 @@ def read_folder(given):
     evals, newest = read_evaluations(log_dir, names, model_dir)
     last = records[-1] if records else newest or {}
     settings = records and records[-1].get('settings') or defined or last.get('settings')
+    origin = os.path.join(log_dir, runs.ORIGIN)  # where experiment.py made the folder from
+    origin = os.path.isfile(origin) and read_json(origin) or {}
     return {'path': given, 'log_dir': log_dir, 'log_folder': defined is None,
             'settings': json.loads(json.dumps(settings or {})),  # tuples as lists, as in records
             'curves': curves, 'wall': wall, 'evals': evals,
             'results': bool(sessions or any(curves.values()) or evals),
             'git_sha': last.get('git_sha'), 'git_dirty': last.get('git_dirty'),
-            'init_from': next((r['init_from'] for r in records[::-1] if r.get('init_from')), None)}
-
-
-def literal_settings(path):
-    """The upper-case constants of a settings.py, read with ast (never run); None without one."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            tree = ast.parse(f.read(), path)
-    except (OSError, SyntaxError, ValueError) as e:
-        problem(f'{path} cannot be read ({type(e).__name__}); LOG_DIR taken as ./logdir')
-        return {}
-    values = {}
-    for node in tree.body:
-        name = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else 0
-        if isinstance(name, ast.Name) and name.id.isupper():
-            try:
-                values[name.id] = ast.literal_eval(node.value)
-            except (ValueError, TypeError, SyntaxError, RecursionError):
-                pass  # not a plain constant: nothing we can know without running it
-    return values
+            'init_from': next((r['init_from'] for r in records[::-1] if r.get('init_from')), None),
+            'origin': {'from_folder': origin['source'], 'from_git_sha': origin.get('git_sha'),
+                       'from_git_dirty': origin.get('git_dirty')} if origin.get('source') else None}
 
 
 def read_json(path):
@@ -274,8 +261,9 @@ def table(found):
     differ = [k for k in keys if len({json.dumps(s[k]) for s in known if k in s}) > 1]
     evals = sorted({k for r in found for k in r['evals']}, key=evaluation_order)
     scores = {f'{label(key)} {s}': (key, s) for key in evals for s in SCORES}
+    origins = ['from_folder', 'from_git_sha', 'from_git_dirty'] * any(r['origin'] for r in found)
     columns = ['kind', 'folder', *differ, 'steps', 'wall_time_s', 'final_loss', *scores,
-               'git_sha', 'git_dirty', 'init_from', 'note']
+               'git_sha', 'git_dirty', *origins, 'init_from', 'note']
     rows = []
     for run in found:
         loss = run['curves']['loss']
@@ -285,7 +273,7 @@ def table(found):
                      'final_loss': loss[max(loss)] if loss else None,
                      **{c: run['evals'].get(key, {}).get(s) for c, (key, s) in scores.items()},
                      'git_sha': run['git_sha'], 'git_dirty': run['git_dirty'],
-                     'init_from': run['init_from'],
+                     'init_from': run['init_from'], **(run['origin'] or {}),
                      'note': None if run['results'] else f'no results in {run["log_dir"]}'})
     for group in seed_groups(found):
         seeds = ', '.join(str(r['settings']['SEED']) for r in group)
@@ -321,7 +309,8 @@ def seed_groups(found):
 def to_markdown(columns, rows):
     """The table for the terminal: mIoU only per evaluation (in %), a SEED group in one row
     (mean ± std), times as h:mm:ss."""
-    shown = [c for c in columns[1:] if not c.endswith((' pAcc', ' mAcc', 'git_dirty')) and
+    hidden = (' pAcc', ' mAcc', 'git_dirty', 'from_git_sha')  # git_dirty: in the git cell
+    shown = [c for c in columns[1:] if not c.endswith(hidden) and
              (c not in ('init_from', 'note') or any(r[c] for r in rows))]
     evals = [c[:-5] for c in shown if c.endswith(' mIoU')]
     split = len({e.split('/')[1] for e in evals}) > 1
@@ -364,6 +353,10 @@ def cell(column, row, std=None):
         return f'{value:.4f}'
     if column == 'git_sha':
         return value[:7] + (' (dirty)' if row['git_dirty'] else '')
+    if column == 'from_folder':  # the folder's name, its git SHA and dirty flag
+        sha = row['from_git_sha'] if row['from_git_sha'] not in (None, 'unknown') else None
+        return os.path.basename(os.path.normpath(value)) + (f'@{sha[:7]}' if sha else '') + \
+            (' (dirty)' if row['from_git_dirty'] else '')
     return setting_text(value)
 
 

@@ -422,3 +422,71 @@ def parallel(fn, jobs, workers=None, desc=None):
                 future.cancel()
             raise
     return [future.result() for future in futures]
+
+
+# ---------------------------------------------------------------------------- settings files
+
+def read_settings_file(path):
+    """The upper-case constants of a settings.py (another folder's), read with ast and never
+    run: {KEY: value} (what is not a plain literal left out); None without the file."""
+    if not os.path.isfile(path):
+        return None
+    values = {}
+    for key, node in _assignments(path)[1].items():
+        with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            values[key] = ast.literal_eval(node.value)
+    return values
+
+
+def set_in_settings_file(path, values):
+    """Rewrite the line `KEY = <literal>  # comment` of the settings file `path` for each of
+    `values` ({KEY: value}, written as Python writes it: 0.02, (0.5, 1.0), (0.5,), 'a/b'); the
+    comment and every other character of the file stay as they were."""
+    lines, last = _assignments(path)
+    for key in sorted(values, key=lambda k: -last[k].lineno if k in last else 0):  # bottom up
+        node, text = last.get(key), repr(values[key])
+        try:
+            fits = node is not None and ast.literal_eval(text) == values[key]
+        except ValueError:  # nan, inf
+            fits = False
+        if not fits:
+            raise UserError(f'{key}={short(values[key])} cannot be written into {path} (no line '
+                            f'`{key} = ...` there, or not a finite literal).')
+        node = node.value  # columns count UTF-8 bytes
+        first, end = lines[node.lineno - 1].encode(), lines[node.end_lineno - 1].encode()
+        lines[node.lineno - 1:node.end_lineno] = [
+            (first[:node.col_offset] + text.encode() + end[node.end_col_offset:]).decode()]
+    with open(f'{path}.tmp{os.getpid()}', 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines))
+    os.replace(f.name, path)
+
+
+def _assignments(path):
+    """(the lines of a settings file, {KEY: its last `KEY = ...` node}), or one sentence."""
+    try:
+        with open(path, encoding='utf-8', newline='') as f:
+            text = f.read()
+        tree = ast.parse(text, path)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(f'{path} cannot be read as a settings file ({type(e).__name__}: '
+                        f'{short(str(e), 100)}).') from None
+    last = {}
+    for node in tree.body:
+        name = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else 0
+        if isinstance(name, ast.Name) and name.id.isupper():
+            last[name.id] = node
+    return text.split('\n'), last
+
+
+def check_with(values, base=None):
+    """`check` with the live settings replaced by `base` (a settings file's constants), then by
+    `values`; afterwards the live settings are as they were, refused or not."""
+    saved = resolved()
+    try:
+        for key, value in {**(base or {}), **values}.items():
+            if key in saved:
+                setattr(settings, key, value)
+        check()
+    finally:
+        for key, value in saved.items():
+            setattr(settings, key, value)

@@ -21,6 +21,8 @@ from config import UserError, path, resolved
 
 # ---------------------------------------------------------------------------- records
 
+ORIGIN = 'experiment.json'  # in LOG_DIR: where `experiment.py new` made the folder from
+
 
 def git_state():
     """(sha, dirty) of the project folder, or ('unknown', None) outside a git checkout."""

@@ -294,6 +294,28 @@ def test_plot_three_panels(tmp_path, capsys, monkeypatch):
     assert [t.get_text() for t in figures[0].axes[2].texts] == ['none logged']
 
 
+def test_where_a_folder_was_made_from(tmp_path, capsys):
+    """experiment.json (written by experiment.py new) shows as a `from` column: the source
+    folder's name, short SHA and dirty flag; the full values in JSON; no column without one."""
+    a, b = seeded(tmp_path, 'a', 0, 0.7), seeded(tmp_path, 'b', 0, 0.6, LR=0.01)
+    assert 'from_folder' not in json.loads(run(capsys, '--json', a, b)[0])['columns']
+    write(str(b / 'logdir' / 'experiment.json'), {
+        'source': '/work/emanet', 'git_sha': '0123456789abcdef', 'git_dirty': True,
+        'settings_given': {'LR': 0.01}})
+    got, _ = rows(capsys, a, b)
+    assert [r['from_folder'] for r in got] == [None, '/work/emanet']
+    assert got[1]['from_git_sha'] == '0123456789abcdef' and got[1]['from_git_dirty'] is True
+    out, _ = run(capsys, a, b)
+    head = [c.strip() for c in out.splitlines()[0].split('|')[1:-1]]
+    assert head[-2:] == ['git', 'from'] and '| emanet@0123456 (dirty) |' in out
+    assert compare.read_folder(str(b))['results']  # not a result by itself
+    fresh = experiment(tmp_path, 'fresh')
+    write(str(fresh / 'logdir' / 'experiment.json'), {'source': '/x/src', 'git_sha': 'unknown'})
+    got, _ = rows(capsys, fresh)
+    assert got[0]['note'].startswith('no results in') and got[0]['from_folder'] == '/x/src'
+    assert '| src  |' in run(capsys, fresh)[0]  # no SHA outside git
+
+
 def test_user_mistakes_and_help(tmp_path, capsys):
     for argv, says in (([], 'no folder given'), ([tmp_path / 'nope'], 'is not a folder')):
         with pytest.raises(SystemExit) as exit_:

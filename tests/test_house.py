@@ -9,7 +9,7 @@ from conftest import ROOT
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
 LAYERS = [('settings',), ('config',), ('runs', 'checkpoints'), ('network',),
           ('recipe', 'transforms', 'dataset'), ('pictures',), ('infer', 'preparation'),
-          ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'clean')]
+          ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'clean', 'experiment')]
 SCRIPTS = set(LAYERS[-1])
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -133,7 +133,8 @@ def test_second_forms_long_values_paths_and_help(capsys):
 
 
 @pytest.mark.parametrize('script', ['train.py', 'eval.py', 'predict.py', 'compare.py', 'bench.py',
-                                    'prepare.py', 'toy.py', 'dataset.py', 'clean.py'])
+                                    'prepare.py', 'toy.py', 'dataset.py', 'clean.py',
+                                    'experiment.py'])
 def test_every_script_prints_its_usage(script, capsys):
     module = importlib.import_module(script[:-3])
     code, out, err = run_main(module.main, ['--help'], capsys)
