@@ -7,7 +7,7 @@ import os
 from conftest import ROOT
 
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
-LAYERS = [('settings',), ('config',), ('runs', 'checkpoints'), ('network',),
+LAYERS = [('settings', 'schema'), ('config',), ('runs', 'checkpoints', 'records'), ('network',),
           ('recipe', 'transforms', 'dataset'), ('pictures',), ('infer', 'preparation'),
           ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'clean', 'experiment')]
 SCRIPTS = set(LAYERS[-1])

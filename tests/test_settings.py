@@ -158,7 +158,7 @@ def line_of(text):
 def test_a_settings_py_python_cannot_run_is_one_sentence(tmp_path, edit, message):
     """Every script starts with config.py, which imports settings.py: a broken file is named
     with its line before anything runs (compare.py here: it starts without torch)."""
-    for name in ('config.py', 'runs.py', 'compare.py'):
+    for name in ('schema.py', 'config.py', 'runs.py', 'records.py', 'compare.py'):
         shutil.copy(os.path.join(config.ROOT, name), tmp_path)
     text = edit(open(os.path.join(config.ROOT, 'settings.py')).read())
     if text is not None:

@@ -47,7 +47,8 @@ def project(tmp_path):
     for d in ('models', 'logdir/mine', 'logdir/predict_final-1a2b3c4d_ss', 'logdir/predict_mine',
               '__pycache__'):
         (project / d).mkdir(parents=True)
-    for name in ('clean.sh', 'clean.py', 'settings.py', 'config.py', 'runs.py', 'checkpoints.py'):
+    for name in ('clean.sh', 'clean.py', 'settings.py', 'schema.py', 'config.py', 'runs.py',
+                 'checkpoints.py'):
         shutil.copy(os.path.join(ROOT, name), project)
     pid = dead_pid()  # of a killed write
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth',
