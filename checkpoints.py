@@ -6,10 +6,13 @@ import collections
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 
 import config
 import runs
+
+NAMES = re.compile(r'(latest|final|best|step_\d+)\.pth')  # what train.py writes into MODEL_DIR
 
 
 def save_atomic(obj, target, key='MODEL_DIR'):
@@ -40,23 +43,50 @@ def load_checkpoint(target):
     try:
         ckpt = torch.load(target, map_location='cpu', weights_only=True)
     except Exception as e:  # a truncated, foreign or non-torch file
-        why = (str(e).strip().splitlines() or [''])[0]
+        why = re.sub(r'\x1b\[[0-9;]*m', '', (str(e).strip().splitlines() or [''])[0])
         raise config.UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
                                f'{config.short(why, 160)}); it is not a complete torch '
-                               f'checkpoint, so delete it or give another file.') from None
+                               f'checkpoint: give a .pth written by train.py or the original '
+                               f'code.') from None
     if not isinstance(ckpt, dict):
         raise config.UserError(f'checkpoint {target} holds a {type(ckpt).__name__}, not a dict; '
                                f'give a file written by train.py or by the original code.')
     if 'net' not in ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         ckpt = {'net': ckpt}
-    if not isinstance(ckpt.get('net'), dict):
-        raise config.UserError(f'checkpoint {target} has no state dict under "net"; give a file '
-                               f'written by train.py or by the original code.')
+    kinds = {'net': dict, 'step': int, 'settings': dict, 'optimizer': dict, 'classes': list,
+             'palette': list, 'best': dict}  # what train.py writes, as it writes it
+    for key, kind in kinds.items():
+        if (key in ckpt or key == 'net') and not isinstance(ckpt.get(key), kind) or \
+                key == 'palette' and key in ckpt and len(ckpt[key]) != 768:
+            raise config.UserError(f'checkpoint {target} holds a malformed {key!r} (not a '
+                                   f'{kind.__name__} as train.py writes it: a hand-edited file?); '
+                                   f'give a file written by train.py or by the original code.')
     bad = first_non_finite(ckpt['net'])
     if bad is not None:  # it would score or train silently wrong
         raise config.UserError(f'checkpoint {target} holds non-finite values (nan or inf) in '
                                f'{bad!r}; it cannot be used, so give an earlier checkpoint.')
     return ckpt
+
+
+def latest(folder, fix):
+    """folder/latest.pth (see load_checkpoint) to resume from, or None for a new run; one
+    sentence (ending with `fix`) when the folder holds an earlier run's checkpoints without it,
+    which a new run would write over; a broken one names the step checkpoint to take instead."""
+    found = sorted(f for f in os.listdir(folder) if NAMES.fullmatch(f)) \
+        if os.path.isdir(folder) else []
+    steps = sorted((f for f in found if f.startswith('step_')), key=lambda f: int(f[5:-4]))
+    if found and 'latest.pth' not in found:
+        raise config.UserError(f'MODEL_DIR {folder} holds {", ".join(found[:3])} of an earlier '
+                               f'run but no latest.pth to resume from, and a new run would write '
+                               f'over them (INIT_FROM may be one: keep it); pass another '
+                               f'MODEL_DIR, or {fix}.')
+    try:
+        return load_checkpoint(os.path.join(folder, 'latest.pth')) if found else None
+    except config.UserError as e:
+        if not steps:
+            raise
+        raise config.UserError(f'{str(e)[:-1]}; or copy {steps[-1]} over it to resume from '
+                               f'there.') from None
 
 
 def first_non_finite(state):

@@ -14,7 +14,6 @@ folder, DATA_ROOT or (LOG_DIR) the ImageNet weights. Not here: what runs write (
 import fcntl
 import fnmatch
 import os
-import re
 import sys
 
 import checkpoints
@@ -22,7 +21,6 @@ import config
 import runs
 import settings
 
-CHECKPOINT = re.compile(r'(latest|final|best|step_\d+)\.pth')
 LOCKS = ('train.lock', 'train.log.lock')
 
 
@@ -105,7 +103,7 @@ def ours(folder, name):
     """Whether file `name` of `folder` is one that runs write without listing it (see
     runs.claim): a checkpoint of train.py, a lock, a TensorBoard event file of ours, a
     leftover of a killed write."""
-    if CHECKPOINT.fullmatch(name):
+    if checkpoints.NAMES.fullmatch(name):
         return checkpoints.is_checkpoint_of_train(os.path.join(folder, name))
     return name in LOCKS or runs.is_leftover(name) or fnmatch.fnmatch(
         name, f'events.out.tfevents.*{runs.EVENTS}*')

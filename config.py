@@ -202,7 +202,9 @@ def check():
     for key, (_, in_range, need) in schema.RULES.items():
         if not in_range(s, key):
             need = need.format(side=schema.min_side(s), **s)
-            raise UserError(f'{key}={short(s[key])} {need}; set it in settings.py or pass '
+            value = s[key] if not isinstance(s[key], str) or s[key] == s[key].strip() else \
+                repr(s[key])  # spaces around a word made visible
+            raise UserError(f'{key}={short(value)} {need}; set it in settings.py or pass '
                             f'{key}=<value>.')
 
 

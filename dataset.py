@@ -165,12 +165,24 @@ def read_image(path):
     """RGB uint8 (H, W, 3); grayscale, 16-bit, CMYK and RGBA files become RGB. EXIF
     orientation is ignored: labels are drawn on the stored pixels."""
     if not os.path.isfile(path):  # checked here: OpenCV would print a warning of its own
-        raise config.UserError(f'image {path} cannot be read: it does not exist.')
+        what = 'is a folder' if os.path.isdir(path) else 'does not exist'
+        raise config.UserError(f'image {path} cannot be read: it {what}.')
     rgb = getattr(cv2, 'IMREAD_COLOR_RGB', None)  # OpenCV >= 4.10 decodes straight to RGB
     image = cv2.imread(path, (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise config.UserError(f'image {path} cannot be read: it is not an image file.')
     return image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_whole(path):
+    """One sentence when an image file ends before its data does (a copy or a download cut
+    short): decoders fill the rest in grey, with no more than a warning."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except OSError as e:
+        if 'truncated' in str(e):
+            raise config.UserError(f'image {path} is cut short ({e}); copy it again.') from None
 
 
 def read_label(path, n_classes, ignore):
@@ -200,7 +212,12 @@ def read_classes(root):
     path = os.path.join(root, 'classes.txt')
     if not os.path.isfile(path):
         return None
-    return [line.strip() for line in read_text(path, 'class list') if line.strip()]
+    names = [line.strip() for line in read_text(path, 'class list') if line.strip()]
+    twice = repeated(names)
+    if twice:
+        raise config.UserError(f'{path} names {twice[0]!r} more than once; class names must be '
+                               f'distinct (the scores are by name), so rename one.')
+    return names
 
 
 def class_names(root=None):
@@ -268,6 +285,7 @@ def check(root=None, workers=None, show=8):
     names = read_classes(root) or class_names(root)
     n = len(names)
     print(f'{root}: {n} classes, splits {", ".join(splits)}')
+    palette(root)  # a malformed palette.txt: one sentence, as train.py would say it
     problems = 0
     for split in splits:
         ids = read_ids(os.path.join(lists, f'{split}.txt'))
@@ -303,7 +321,9 @@ def _check_one(job):
     root, id_, n, ignore, labelled = job
     counts = np.zeros(n + 1, np.int64)
     try:
-        image = read_image(find_image(os.path.join(root, 'JPEGImages', id_)))
+        path = find_image(os.path.join(root, 'JPEGImages', id_))
+        image = read_image(path)
+        check_whole(path)
         if not labelled:
             return counts, None
         label = read_label(os.path.join(root, 'SegmentationClassAug', f'{id_}.png'), n, ignore)

@@ -34,6 +34,10 @@ HEADLINE = ('mIoU', 'pAcc', 'mAcc', 'fIoU')
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
     given = {a.partition('=')[0] for a in argv if a not in rest}
+    options = [a for a in rest if a.startswith('-')]
+    if options:
+        raise config.UserError(f'unknown option {config.short(options[0])}; eval.py takes the '
+                               f'checkpoint as its one argument and settings as KEY=VALUE.')
     if len(rest) > 1:
         raise config.UserError(f'eval.py takes one checkpoint, not {len(rest)} '
                                f'({config.short(" ".join(rest))}); settings go as KEY=VALUE.')
@@ -44,7 +48,8 @@ def main(argv):
     net, info = infer.load_net(target, device, keep=given)
     data = dataset.ValDataset(settings.VAL_SPLIT)
     log_dir = runs.folder('LOG_DIR') if rank == 0 else None
-    name = f'eval_{infer.checkpoint_id(target)}_{settings.VAL_SPLIT}_{infer.mode_name()}'
+    mode = infer.mode_name(info['trained'])
+    name = f'eval_{infer.checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode}'
     stages = network.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')
                  for t in stages} if settings.SAVE_PRED else {}
@@ -55,21 +60,22 @@ def main(argv):
             *(f'_attention/{i}.png' for i in attention if t == stages[0]))})
     results = infer.validate(net, data, device, pred_dirs, info['palette'], progress=True)
     if rank == 0:
-        write_results(results, data, net, device, info, target, os.path.join(log_dir, name))
+        write_results(results, data, net, device, info, target, os.path.join(log_dir, name),
+                      mode)
         for t, folder in pred_dirs.items():
             print(f'predictions (T={t}): {folder}', flush=True)
     config.end_distributed()
     return results[stages[0]] if len(stages) == 1 else results
 
 
-def write_results(results, data, net, device, info, target, base):
+def write_results(results, data, net, device, info, target, base, mode):
     """Print each stage count's table, write its scores (with the run record) as JSON, its
     confusion matrix as a PNG, both into TensorBoard too; then the attention maps."""
     from tensorboardX import SummaryWriter
     log_dir, step = os.path.dirname(base), info['step'] or 0
     with SummaryWriter(log_dir, filename_suffix=f'{runs.EVENTS}{os.getpid()}') as writer:
         for t, result in results.items():
-            print(table(result, f'{infer.mode_name()}, T={t}'))
+            print(table(result, f'{mode}, T={t}'))
             picture = pictures.confusion_matrix(
                 result['confusion'], data.classes, f'{os.path.basename(base)}_T{t}: % of each '
                 f'true class')
@@ -77,11 +83,11 @@ def write_results(results, data, net, device, info, target, base):
             result['confused_most'] = pictures.confused_most(result['confusion'], data.classes)
             record = runs.run_record(checkpoint=os.path.abspath(target), step=info['step'],
                                      checkpoint_id=infer.checkpoint_id(target),
-                                     split=settings.VAL_SPLIT, mode=infer.mode_name(), stages=t)
+                                     split=settings.VAL_SPLIT, mode=mode, stages=t)
             out = runs.write_record(without_nan({**result, 'record': record}), log_dir,
                                     f'{os.path.basename(base)}_T{t}.json')
             print(f'scores: {out}', flush=True)
-            tag = f'eval_{infer.mode_name()}_T{t}'
+            tag = f'eval_{mode}_T{t}'
             for key in HEADLINE:
                 writer.add_scalar(f'{tag}/{key}', result[key], step)
             writer.add_image(f'{tag}/confusion', picture, step, dataformats='HWC')

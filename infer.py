@@ -53,15 +53,27 @@ def load_net(target, device, keep=()):
         taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
     for key, value in taken.items():
         setattr(settings, key, value)
-    config.check()
-    if taken and config.rank_world()[0] == 0:
-        print(f'from the checkpoint: {network.describe(taken)}', flush=True)
+    try:
+        config.check()
+    except config.UserError as e:  # a value the checkpoint holds, not one of settings.py
+        raise config.UserError(f'checkpoint {target} was trained with settings this code does '
+                               f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
+            from None
+    given = {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
+             if k in keep and k in saved and saved[k] != getattr(settings, k)}
+    if config.rank_world()[0] == 0:
+        if taken:
+            print(f'from the checkpoint: {network.describe(taken)}', flush=True)
+        if given:  # an ablation (trained at stride 16, scored at 8) or a slip: said either way
+            print(f'given: {network.describe(given)}; the checkpoint was trained with '
+                  f'{network.describe({k: saved[k] for k in given})}', flush=True)
     net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
     load_weights(net, ckpt['net'], target, 'pass the settings it was trained with as KEY=VALUE')
     net = net.to(device).eval()
     if device.type == 'cuda':
         net = net.to(memory_format=torch.channels_last)
-    info = {'step': ckpt.get('step'), **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
+    info = {'step': ckpt.get('step'), 'trained': saved,
+            **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
     if 'classes' not in info or 'palette' not in info:
         root = config.path(settings.DATA_ROOT)
         found = dataset.meta(root) if os.path.isdir(root) else \
@@ -76,15 +88,28 @@ def load_weights(net, state, target, fix, head_may_differ=False):
         return network.load_weights(net, state, target, fix, head_may_differ)
 
 
-def mode_name():
+def mode_name(trained=None):
     """The inference mode as a name: 'ss' or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-
-    <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'."""
+    <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where
+    the settings differ from those the checkpoint was `trained` with, '_os<STRIDE>' and a
+    hash of the others (DATA_ROOT, MEAN, STD, model settings), so no two differ in name only."""
     scales = tuple(settings.EVAL_SCALES)
     name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
     name += '_flip' if settings.EVAL_FLIP else ''
     if settings.EVAL_MODE == 'slide':
         name += f'_slide{settings.SLIDE_CROP}-{settings.SLIDE_STEP}'
-    return name + ('_bf16' if torch.cuda.is_available() and settings.AMP else '')
+    name += '_bf16' if torch.cuda.is_available() and settings.AMP else ''
+    trained = trained or {}
+    if trained.get('STRIDE', settings.STRIDE) != settings.STRIDE:
+        name += f'_os{settings.STRIDE}'
+    other = {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
+             if k != 'STRIDE' and k in trained and trained[k] != getattr(settings, k)}
+    if 'DATA_ROOT' in trained and config.path(trained['DATA_ROOT']) != config.path(
+            settings.DATA_ROOT):
+        other['DATA_ROOT'] = config.path(settings.DATA_ROOT)
+    if other:
+        name += '_' + hashlib.sha256(repr(sorted(other.items())).encode()).hexdigest()[:6]
+    return name
 
 # ---------------------------------------------------------------------------- the input
 

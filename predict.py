@@ -48,7 +48,10 @@ def main(argv):
     parser.add_argument('--out')
     parser.add_argument('--voc-test', action='store_true')
     args, unknown = parser.parse_known_args(rest)
-    if unknown or not args.checkpoint or bool(args.inputs) == args.voc_test:
+    if unknown:
+        raise config.UserError(f'unknown option {config.short(unknown[0])}; predict.py takes '
+                               f'--out DIR and --voc-test besides its inputs (see --help).')
+    if not args.checkpoint or bool(args.inputs) == args.voc_test:
         raise config.UserError('predict.py takes a checkpoint and images, folders or lists (or '
                                '--voc-test instead of them), like `python predict.py '
                                'models/final.pth photos/`; see --help.')
@@ -67,7 +70,7 @@ def main(argv):
                {'results.tar.gz': None} if args.voc_test else
                {f'{name}{end}': p for name, p in zip(names, images)
                 for end in ('.png', '_overlay.jpg')})
-    out = claim_out(args.out, outputs, args.checkpoint) if rank == 0 else None
+    out = claim_out(args.out, outputs, args.checkpoint, info) if rank == 0 else None
     out = config.gather(out, world)[0] if world > 1 else out  # rank 0's, once it is claimed
     pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
     with runs.writing(pred_dir, '--out'):
@@ -91,7 +94,7 @@ def main(argv):
         sys.exit(1)
 
 
-def claim_out(given, outputs, checkpoint):
+def claim_out(given, outputs, checkpoint, info):
     """The folder to write `outputs` {file below it: its input image} into, listed there as
     predict.py's before anything is written (see runs.claim): --out as `given`, or a new folder
     LOG_DIR/predict_<checkpoint>-<id>_<mode>[-2, -3, ...]. One sentence, and nothing written,
@@ -101,8 +104,9 @@ def claim_out(given, outputs, checkpoint):
         out = os.path.abspath(given)
     else:
         log_dir = runs.folder('LOG_DIR')
+        mode = infer.mode_name(info['trained'])
         out = os.path.join(log_dir, runs.unique_name(
-            log_dir, f'predict_{infer.checkpoint_id(checkpoint)}_{infer.mode_name()}'))
+            log_dir, f'predict_{infer.checkpoint_id(checkpoint)}_{mode}'))
     if os.path.exists(out) and not os.path.isdir(out):
         raise config.UserError(f'--out {out} is a file; give a folder (a new one, or one of '
                                f'predict.py\'s earlier outputs).')

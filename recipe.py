@@ -35,8 +35,10 @@ def check_resume(ckpt, target, fix):
     if differ:
         diffs = ', '.join(f'{k}={config.short(saved[k])} (now {config.short(now[k])})'
                           for k in differ)
+        on = ' (to train on from it: INIT_FROM=<it> with another MODEL_DIR)' * (
+            'ITER_MAX' in differ)
         raise config.UserError(f'{target} was trained with {diffs}; change them back to '
-                               f'resume, or {fix}.')
+                               f'resume{on}, or {fix}.')
 
 
 def param_groups(net):

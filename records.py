@@ -42,7 +42,8 @@ def read_folder(given):
     names = sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []
     sessions = sorted((m[1], int(m[2]), int(m[3] or 1), m[0])  # -2, -3: names taken
                       for m in map(TRAIN_RECORD.fullmatch, names) if m)
-    records = [r for r in (read_json(os.path.join(log_dir, s[-1])) for s in sessions) if r]
+    records = [r for r in (read_json(os.path.join(log_dir, s[-1]), 'settings') for s in sessions)
+               if r]
     curves, wall = read_curves(log_dir)
     model_dir = next((r['model_dir'] for r in records[::-1] if r.get('model_dir')), None)
     if model_dir is None and defined is not None:  # a record of before model_dir was recorded
@@ -63,16 +64,20 @@ def read_folder(given):
                        'from_git_dirty': origin.get('git_dirty')} if origin.get('source') else None}
 
 
-def read_json(path):
-    """A JSON object from a file, or None, said in one line on stderr."""
+def read_json(path, *objects):
+    """A JSON object from a file whose keys `objects` (where present) hold objects too, or None,
+    said in one line on stderr."""
     try:
         with open(path) as f:
             value = json.load(f)
         why = f'a {type(value).__name__}, not an object'
     except (OSError, ValueError) as e:
         value, why = None, f'{type(e).__name__}: {config.short(str(e), 100)}'
-    if isinstance(value, dict):
+    bad = [k for k in objects if isinstance(value, dict) and not isinstance(value.get(k, {}),
+                                                                            dict)]
+    if isinstance(value, dict) and not bad:
         return value
+    why = f'its {bad[0]!r} is not an object' if bad else why
     problem(f'{path} cannot be read ({why}); skipped')
 
 
@@ -129,9 +134,12 @@ def read_evaluations(log_dir, names, model_dir=None):
             continue
         path = os.path.join(log_dir, name)
         beside = path[:-5] + '_record.json'
-        if (data := read_json(path)) is None:
+        if (data := read_json(path, 'record', 'scores')) is None:
             continue
-        record = data.get('record') or os.path.isfile(beside) and read_json(beside) or {}
+        record = data.get('record') or os.path.isfile(beside) and read_json(
+            beside, 'settings', 'scores') or {}
+        if not isinstance(record.get('settings', {}), dict):
+            record = {k: v for k, v in record.items() if k != 'settings'}
         if (key := evaluation_key(name, record)) is None:
             problem(f'{path} is not named as eval.py names its results; skipped')
             continue
@@ -140,8 +148,12 @@ def read_evaluations(log_dir, names, model_dir=None):
             continue
         scores, mtime = data if 'mIoU' in data else record.get('scores') or {}, \
             os.path.getmtime(path)
+        numbers = {s: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+                   for s, v in ((s, scores.get(s)) for s in SCORES)}
+        if any(v is None and scores.get(s) is not None for s, v in numbers.items()):
+            problem(f'{path} holds a score that is not a number; shown as -')
         if mtime >= found.get(key, {}).get('mtime', -1):
-            found[key] = {**{s: scores.get(s) for s in SCORES}, 'mtime': mtime}
+            found[key] = {**numbers, 'mtime': mtime}
         newest = max(newest, (mtime, record), key=lambda p: p[0])
     if elsewhere:
         problem(f'{log_dir}: {len(elsewhere)} evaluation(s) of checkpoints from elsewhere, not '

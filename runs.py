@@ -232,10 +232,13 @@ def _read_outputs(folder):
 # ---------------------------------------------------------------------------- a run's log
 
 
+HELD = []  # the lock files this process holds
+
+
 def lock(key, name):
     """Lock the file `name` in the folder of setting `key` for as long as this process lives
     (the OS drops the lock when it dies, even by SIGKILL; forked workers do not inherit it), or
-    say that another run holds it. clean.sh respects these locks."""
+    say that another run holds it. clean.sh respects these locks; see release_locks."""
     where = folder(key)
     f = open(os.path.join(where, name), 'a')
     try:
@@ -244,7 +247,17 @@ def lock(key, name):
         f.close()
         raise UserError(f'another train.py is writing into {where}; wait for it, stop it, or '
                         f'pass another {key}.') from None
+    HELD.append(f)
     return f
+
+
+def release_locks():
+    """Remove the lock files this process holds (at the end of a run, stopped or not)."""
+    while HELD:
+        f = HELD.pop()
+        with contextlib.suppress(OSError):
+            os.remove(f.name)
+        f.close()
 
 
 class Log:
@@ -258,6 +271,7 @@ class Log:
         self.pending, self.t0, self.start = [], time.time(), start
         self.init_from = None  # the checkpoint the run started from (INIT_FROM)
         self.fastest, self.hinted = 0.0, False  # images/s so far; a slow-down said once
+        self.appended = set()  # the files this run has appended to
         self.start_clock()
         if self.on:  # a resumed run hides what the killed one logged after its latest.pth
             from tensorboardX import SummaryWriter
@@ -280,8 +294,13 @@ class Log:
 
     def _append(self, name, line):
         target = os.path.join(self.dir, name)
-        with writing(target, 'LOG_DIR'), open(target, 'a') as f:
-            f.write(line + '\n')
+        with writing(target, 'LOG_DIR'), open(target, 'a+b') as f:
+            if name not in self.appended:  # a killed write may have left half a line
+                f.seek(0, os.SEEK_END)
+                if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b'\n':
+                    f.write(b'\n')
+                self.appended.add(name)
+            f.write(line.encode() + b'\n')
 
     def losses(self):
         """(their mean or None, the first non-finite (step, value) or None) of the pending

@@ -139,6 +139,8 @@ def main(argv):
     parser.add_argument('--size', type=int, nargs=2, default=TOY_SIZE, metavar=('MIN', 'MAX'),
                         help='range of image sides in pixels')
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        raise config.UserError(f'--seed {args.seed} must be 0 or more.')
     if not 16 <= args.size[0] <= args.size[1]:
         raise config.UserError(f'--size {args.size[0]} {args.size[1]} is not a range of sides '
                                f'of at least 16 pixels; give e.g. --size 100 128.')

@@ -6,8 +6,6 @@ bit on the CPU, as a run never interrupted: data order, augmentation and the ran
 every step follow from SEED and the step alone. Ctrl-C or SIGTERM stops a run; the same command
 resumes it. INIT_FROM=<checkpoint> starts a new run from another run's weights and bases (fine-
 tuning) with a fresh optimizer and schedule. With VAL_EVERY, best.pth keeps the best val mIoU.
-
-Read top-down: main, train (the loop), the step, the periodic work, set-up, checks.
 """
 import datetime
 import math
@@ -48,6 +46,7 @@ def main(argv):
                   f'written', file=sys.stderr, flush=True)
         sys.exit(130)
     finally:
+        runs.release_locks()
         config.end_distributed()
 
 
@@ -55,12 +54,16 @@ def train(rank, world, device):
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
     check_split(train_set)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
-    locks = hold_locks(rank)
+    meta = dataset.meta()  # class names and palette, checked before anything is written
+    hold_locks(rank)
     ckpt = resume_point(world)
     start = ckpt['step'] if ckpt else 0
+    final = os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
+    if start == settings.ITER_MAX and os.path.exists(final):  # nothing to do: final.pth stays
+        return print(f'finished already: {final} holds all {settings.ITER_MAX} steps.')
     log = start_log(rank, world, device, start, ckpt)
     model, optimizer, eager, net = build(ckpt, world, device, log)
-    extra = {**dataset.meta(), 'init_from': log.init_from,  # what every checkpoint keeps
+    extra = {**meta, 'init_from': log.init_from,  # what every checkpoint keeps
              'best': ckpt.get('best', {}) if ckpt else {}}
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=(recipe.step_indices(s, len(train_set), rank, world)
@@ -91,8 +94,6 @@ def train(rank, world, device):
     log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
     log.metrics(step=settings.ITER_MAX, done=True)  # the session's wall time: the save too
     log.close()
-    for lock in locks:
-        os.remove(lock.name)
 
 # ---------------------------------------------------------------------------- the step
 
@@ -197,7 +198,9 @@ def save(name, model, optimizer, step, log, world, extra):
     state, settings, the dataset's classes and palette. The losses and weights are checked to be
     finite first (a diverged run keeps its last good checkpoint). Rank 0 writes it."""
     losses(log)
-    check_weights(model, step)
+    floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if not torch.stack([torch.isfinite(t).all() for t in floats]).all():  # one host sync
+        raise diverged(f'the weights became non-finite at step {step}')
     if log.on:
         rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
         ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
@@ -212,13 +215,6 @@ def losses(log):
     if bad:
         raise diverged(f'the loss became {bad[1]} at step {bad[0]}')
     return mean
-
-
-def check_weights(model, step):
-    """Stop before a checkpoint with non-finite weights is written (one host-device sync)."""
-    floats = [t for t in model.state_dict().values() if t.is_floating_point()]
-    if not torch.stack([torch.isfinite(t).all() for t in floats]).all():
-        raise diverged(f'the weights became non-finite at step {step}')
 
 
 def diverged(what):
@@ -237,19 +233,20 @@ def latest_path():
 
 
 def hold_locks(rank):
-    """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see runs.lock), then removes the
-    temporary checkpoints of killed runs."""
-    if rank != 0:
-        return []
-    locks = [runs.lock('MODEL_DIR', 'train.lock'), runs.lock('LOG_DIR', 'train.log.lock')]
-    runs.remove_leftovers(config.path(settings.MODEL_DIR))
-    return locks
+    """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see runs.lock; main releases them),
+    then removes the temporary checkpoints of killed runs."""
+    if rank == 0:
+        runs.lock('MODEL_DIR', 'train.lock')
+        runs.lock('LOG_DIR', 'train.log.lock')
+        runs.remove_leftovers(config.path(settings.MODEL_DIR))
 
 
 def resume_point(world):
-    """latest.pth of MODEL_DIR, checked to continue this recipe, or None for a new run."""
+    """latest.pth of MODEL_DIR, checked to continue this recipe, or None for a new run (which
+    must not write over the checkpoints of an earlier one)."""
     target = latest_path()
-    ckpt = checkpoints.load_checkpoint(target) if os.path.exists(target) else None
+    ckpt = checkpoints.latest(config.path(settings.MODEL_DIR), f'run `{clean_command()}` to '
+                                                               f'remove them')
     if ckpt is not None:
         recipe.check_resume(ckpt, target, f'run `{clean_command()}` to delete its '
                                                  f'checkpoints and logs and start afresh')
@@ -346,8 +343,10 @@ def check_settings(world):
     for key, what in (('PRETRAINED', 'the ImageNet weights'), ('INIT_FROM', 'the checkpoint')):
         target = config.path(getattr(settings, key))
         if getattr(settings, key) and not os.path.isfile(target):
-            raise config.UserError(f'{what} {target} ({key}) do not exist; put the file there, '
-                                   f'or pass {key}= to go without.')
+            how = 'are a folder; give the .pth file' if os.path.isdir(target) else \
+                'do not exist; put the file there'
+            raise config.UserError(f'{what} {target} ({key}) {how}, or pass {key}= to go '
+                                   f'without.')
 
 
 def check_split(train_set):

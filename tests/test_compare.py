@@ -375,3 +375,16 @@ def test_end_to_end_two_seeds(tmp_path, toy_root, capsys):
     assert 'final ss T1' in out and 'final ss T3' in out and 'EMANet18.seed1' in out
     out, _ = run(capsys, '--plot', tmp_path / 'curves.png', *folders)
     assert os.path.getsize(tmp_path / 'curves.png') > 10000
+
+
+def test_records_of_the_wrong_shape_are_named_and_left_out(tmp_path, capsys):
+    run_a = seeded(tmp_path, 'a', 0, 0.7)
+    log = run_a / 'logdir'
+    write(str(log / 'train-20260102-000000-step0.json'), {'settings': [1], 'git_sha': 'x'})
+    eval_result(log, 'best', ('high', 0.9, 0.8))
+    got, err = rows(capsys, run_a)
+    assert "train-20260102-000000-step0.json cannot be read (its 'settings' is not an object)" \
+        in err and 'eval_best-0a1b2c3d_val_ss_T3.json holds a score that is not a number' in err
+    assert got[0]['final/val/ss/T3 mIoU'] == 0.7 and got[0]['best/val/ss/T3 mIoU'] is None
+    out, _ = run(capsys, run_a)
+    assert '70.00' in out

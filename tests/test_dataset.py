@@ -324,3 +324,29 @@ def test_check_reports_classes_and_problems(tmp_path, capfd):
                                                r'ids so\); an image listed twice would count '
                                                r'twice, so remove the repeats\.'):
         dataset.ValDataset('val')
+
+
+def test_check_finds_cut_images_and_repeated_class_names_palettes_and_folders(tmp_path,
+                                                                                capsys):
+    root = tmp_path / 'd'
+    toy.make_toy(str(root), seed=0, n_train=4, n_val=2)
+    jpg = root / 'JPEGImages' / 'toy_00002.jpg'
+    jpg.write_bytes(jpg.read_bytes()[:700])  # a copy cut short: decoders fill in grey
+    with pytest.raises(SystemExit):
+        dataset.main(['check', str(root), '--workers', '1'])
+    out = capsys.readouterr().out
+    assert f'image {jpg} is cut short' in out and '1 problem(s)' in out
+    (root / 'palette.txt').write_text('#000000\n')
+    with pytest.raises(config.UserError, match='palette .* is not lines of three numbers'):
+        dataset.check(str(root), 1)
+    (root / 'palette.txt').unlink()
+    (root / 'classes.txt').write_text('background\ndisk\ndisk\ntriangle\ncross\n')
+    with pytest.raises(config.UserError, match=r"classes.txt names 'disk' more than once; class "
+                                               r"names must be distinct"):
+        dataset.check(str(root), 1)
+    with pytest.raises(config.UserError, match=r'image .*JPEGImages cannot be read: it is a '
+                                               r'folder\.'):
+        dataset.read_image(str(root / 'JPEGImages'))
+    code, _, err = run_main(toy.main, [str(tmp_path / 'x'), '--seed', '-5'], capsys)
+    assert code == 2
+    one_sentence(err, '--seed -5 must be 0 or more.')

@@ -3,6 +3,8 @@ command line, saved predictions, the attention grids and the confusion picture."
 import json
 import math
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -131,3 +133,33 @@ def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path
     assert len(results) == 3, results
     steps = sorted(json.load(open(tmp_path / 'logs' / f))['record']['step'] for f in results)
     assert steps == [0, 1, 1]
+
+
+def test_a_checkpoint_scored_with_other_settings_gets_its_own_results(toy_root, tmp_path,
+                                                                      capsys):
+    """Trained at stride 16 and scored at 8 (the paper's ablation), or on other data: said, and
+    written beside the plain evaluation, never over it; a checkpoint recording a value this code
+    does not take is named as the checkpoint's."""
+    state = tiny_net(STAGE_NUM=2, DATA_ROOT=toy_root).state_dict()  # STRIDE=16
+    target = str(tmp_path / 'final.pth')
+    checkpoints.save_atomic({'net': state, 'step': 7, 'settings': config.resolved()}, target)
+    common = [target, f'LOG_DIR={tmp_path}/logs', 'NUM_WORKERS=0', 'ATTN_IMAGES=0']
+    copy = str(tmp_path / 'copy')
+    shutil.copytree(toy_root, copy)
+    for extra in ([], ['STRIDE=8'], [f'DATA_ROOT={copy}']):
+        code, out, err = run_main(evaluation.main, common + extra, capsys)
+        assert code == 0, err
+    assert 'given: STRIDE=8; the checkpoint was trained with STRIDE=16' in run_main(
+        evaluation.main, common + ['STRIDE=8'], capsys)[1]
+    names = sorted(f for f in os.listdir(tmp_path / 'logs') if f.endswith('.json') and
+                   f.startswith('eval_'))
+    modes = sorted(n.split('_val_')[1][:-len('_T2.json')] for n in names)
+    assert len(modes) == 3 and 'ss' in modes and 'ss_os8' in modes
+    assert [m for m in modes if re.fullmatch(r'ss_[0-9a-f]{6}', m)]  # the other data's
+    saved = config.resolved()
+    saved['STRIDE'] = 32
+    checkpoints.save_atomic({'net': state, 'settings': saved}, target)
+    code, _, err = run_main(evaluation.main, common, capsys)
+    assert code == 2
+    one_sentence(err, f'checkpoint {target} was trained with settings this code does not take: '
+                      f'STRIDE=32 must be one of 8, 16; give another checkpoint.')

@@ -254,7 +254,8 @@ def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
     ('empty', r'empty.pth is empty \(0 bytes'),
     ('folder', r'is a folder; give a .pth file, like .*/final.pth'),
     ('nan', r"holds non-finite values \(nan or inf\) in 'fc2.weight'; it cannot be used"),
-    ('junk', r'cannot be read \(.*\); it is not a complete torch checkpoint'),
+    ('junk', r'cannot be read \(.*\); it is not a complete torch checkpoint: give a .pth'),
+    ('palette', r"holds a malformed 'palette' \(not a list as train.py writes it"),
 ])
 def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
     target = tmp_path / {'missing': 'nothing.pth', 'empty': 'empty.pth'}.get(problem, 'x.pth')
@@ -264,6 +265,8 @@ def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
         target.mkdir()
     elif problem == 'junk':
         target.write_bytes(b'PK\x03\x04 half a zip')
+    elif problem == 'palette':
+        checkpoints.save_atomic({'net': net.state_dict(), 'palette': [1, 2, 3]}, str(target))
     elif problem == 'nan':
         state = net.state_dict()
         state['fc2.weight'][1, 3] = float('nan')  # one weight: it would score silently wrong

@@ -134,6 +134,10 @@ def test_bad_inputs_are_one_sentence(checkpoint, tmp_path, capsys, make, message
     assert re.search(message, err), err
     code, _, err = run([checkpoint, f'LOG_DIR={tmp_path}/logs'], capsys)
     assert code == 2 and 'takes a checkpoint and images' in err
+    code, _, err = run([checkpoint, str(target), '--outdir', 'x'], capsys)
+    assert code == 2 and 'unknown option --outdir; predict.py takes --out DIR' in err
+    code, _, err = run_main(evaluation.main, ['--checkpoint', checkpoint], capsys)
+    assert code == 2 and 'unknown option --checkpoint; eval.py takes the checkpoint as its' in err
 
 
 def test_the_checkpoint_alone_is_enough(checkpoint, tmp_path, capsys):

@@ -204,3 +204,14 @@ def test_a_setting_given_twice_counts_once_and_an_empty_folder_is_refused():
         setattr(settings, key, f'./{key.lower()}')
     with pytest.raises(config.UserError, match='TRAIN_SPLIT=../train must be the name of a list'):
         config.apply_overrides(['TRAIN_SPLIT=../train'])
+
+
+def test_spaces_around_a_word_are_shown_and_tensorboard_sh_checks_its_arguments(tmp_path):
+    with pytest.raises(config.UserError, match=r"LOSS='ce ' must be one of 'ce', 'ohem'"):
+        config.apply_overrides(["LOSS='ce '"])
+    for argv, message in ((['LOG_DIR=/tmp/x'], 'PORT LOG_DIR=/tmp/x is not a number'),
+                          (['80'], 'PORT 80 is not in 1024-65535'),
+                          (['6006', 'HOST=0.0.0.0'], 'HOST HOST=0.0.0.0 is not a host')):
+        done = subprocess.run(['sh', os.path.join(config.ROOT, 'tensorboard.sh'), *argv],
+                              capture_output=True, text=True, env={**ENV, 'PYTHON': sys.executable})
+        assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -92,6 +92,7 @@ def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path, cap
     assert f'loaded {len(extractor)} ImageNet tensors' in out
     state = load(tmp, 'final.pth')['net']  # BN statistics do not move with BN_MOM=0
     assert torch.equal(state['extractor.1.running_var'], weights['bn1.running_var'])
+    os.remove(os.path.join(tmp, 'models', 'final.pth'))  # as if killed before its final save
     out, _ = run(argv, capsys)
     assert 'resuming from' in out and 'ImageNet' not in out
 
@@ -143,6 +144,7 @@ def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_ro
                                                                  capsys):
     tmp = str(tmp_path)
     shutil.copytree(os.path.join(reference[0], 'models'), os.path.join(tmp, 'models'))
+    os.remove(os.path.join(tmp, 'models', 'final.pth'))  # as if killed before its final save
     _, err = run(args(toy_root, tmp, LR=0.02, N_BASES=4), capsys, code=2)
     one_sentence(err, 'LR=0.009 (now 0.02)', 'N_BASES=8 (now 4)',
                  f"sh clean.sh MODEL_DIR={tmp}/models LOG_DIR={tmp}/logdir`")
@@ -340,3 +342,35 @@ def test_a_cpu_run_at_a_quarter_of_its_speed_says_what_to_try():
     hint = train.slower(2.0, 29.0, cpu)  # another job on the same two cores
     assert hint.startswith('note: 2.0 img/s, down from 29.0: if another job shares these cores')
     assert hint.endswith('run with OMP_NUM_THREADS set to the cores free (1 when in doubt).')
+
+
+def test_a_new_run_never_writes_over_an_earlier_runs_checkpoints(reference, toy_root, tmp_path,
+                                                                 capsys):
+    """A MODEL_DIR holding checkpoints of an earlier run but no latest.pth (deleted, or the
+    parent of a fine-tuning in its own folder) is refused; a broken latest.pth names the step
+    checkpoint to copy over it; a finished run run again rewrites nothing."""
+    tmp = str(tmp_path)
+    models = os.path.join(tmp, 'models')
+    shutil.copytree(os.path.join(reference[0], 'models'), models)
+    os.remove(os.path.join(models, 'latest.pth'))
+    before = {f: open(os.path.join(models, f), 'rb').read() for f in os.listdir(models)}
+    parent = os.path.join(models, 'final.pth')
+    for extra in ({}, {'INIT_FROM': parent}):  # the README's fine-tuning, in the same folder
+        _, err = run(args(toy_root, tmp, **extra), capsys, code=2)
+        one_sentence(err, f'MODEL_DIR {models} holds best.pth, final.pth, step_3.pth of an '
+                          f'earlier run but no latest.pth to resume from', 'pass another MODEL_DIR')
+    assert {f: open(os.path.join(models, f), 'rb').read() for f in os.listdir(models)} == before
+    with open(os.path.join(models, 'latest.pth'), 'wb') as f:
+        f.write(b'PK\x03\x04 half')  # cut short
+    _, err = run(args(toy_root, tmp), capsys, code=2)
+    one_sentence(err, 'latest.pth cannot be read', 'or copy step_6.pth over it to resume from '
+                                                  'there.')
+    shutil.copy(os.path.join(models, 'step_6.pth'), os.path.join(models, 'latest.pth'))
+    out, _ = run(args(toy_root, tmp), capsys)
+    assert out == f'finished already: {parent} holds all 6 steps.\n'
+    assert open(parent, 'rb').read() == before['final.pth']  # not written again
+    _, err = run(args(toy_root, tmp, ITER_MAX=12), capsys, code=2)
+    one_sentence(err, 'ITER_MAX=6 (now 12)', 'to train on from it: INIT_FROM=<it> with another '
+                                              'MODEL_DIR')
+    _, err = run(args(toy_root, str(tmp_path / 'b'), INIT_FROM=tmp), capsys, code=2)
+    one_sentence(err, f'the checkpoint {tmp} (INIT_FROM) are a folder; give the .pth file')

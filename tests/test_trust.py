@@ -257,3 +257,14 @@ def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
                                                r'palette PNGs of class indices, so download VOC '
                                                r'2012 again\.$'):
         prepare.prepare_voc(voc, sbd, workers=1)
+
+
+def test_a_log_line_after_a_killed_write_starts_on_its_own_line(tmp_path):
+    (tmp_path / 'metrics.jsonl').write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "lo')
+    settings.LOG_DIR = str(tmp_path)
+    log = runs.Log(1, 4, 'session')  # rank 1: no TensorBoard
+    log.on = True
+    log.metrics(step=6, loss=0.5)
+    log.metrics(step=8, loss=0.25)
+    lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+    assert lines[1] == '{"step": 4, "lo' and [json.loads(x)['step'] for x in lines[2:]] == [6, 8]
