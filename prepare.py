@@ -27,7 +27,6 @@ import dataset
 import preparation
 import runs
 
-FULL_TRAINAUG = 10582  # ids in trainaug from the full VOC 2012 + SBD
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
@@ -80,7 +79,7 @@ def prepare_voc(voc, sbd, workers=None):
         runs.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
     preparation.print_result(
         'VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
-        {'trainaug': FULL_TRAINAUG, 'val': 1449},
+        {'trainaug': 10582, 'val': 1449},  # the ids of the full VOC 2012 + SBD
         dict(N_CLASSES=21, TRAIN_SPLIT='trainaug', VAL_SPLIT='val', CROP_SIZE=513,
              ITER_MAX=30000, BATCH_SIZE=16, LR=9e-3), "the original's recipe")
     return trainaug
