@@ -196,7 +196,7 @@ def read_label(path, n_classes, ignore):
     if mode not in ('P', 'L', 'I', 'I;16'):
         raise config.UserError(f'label {path} is an image of mode {mode}, not an index PNG '
                                f'(palette or grayscale with class numbers as values); convert it '
-                               f'(see "Your own dataset" in the README).')
+                               f'(see "Your own dataset" in docs/datasets.md).')
     bad = (label >= n_classes) & (label != ignore)
     if bad.any():
         values = np.unique(label[bad])

@@ -66,9 +66,10 @@ def test_bad_overrides_fail_with_a_sentence(arg, message):
     assert config.resolved() == before
 
 
-def test_a_script_reports_a_bad_override_without_traceback():
-    result = subprocess.run([sys.executable, 'train.py', 'N_LAYER=50'], cwd=config.ROOT,
-                            capture_output=True, text=True, env=ENV)
+def test_a_script_reports_a_bad_override_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(config.ROOT, 'experiment.py'), 'new',
+                             str(tmp_path / 'x'), 'N_LAYER=50'], capture_output=True, text=True,
+                            env=ENV)
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown setting 'N_LAYER' (closest: N_LAYERS")
     assert 'Traceback' not in result.stderr

@@ -135,20 +135,20 @@ def test_clean_sh_refuses_a_log_dir_holding_weights_data_or_the_project(project,
     assert sorted(str(p) for p in project.rglob('*')) == before
 
 
-def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(toy_root, tmp_path,
-                                                                           capsys):
+def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(project, toy_root,
+                                                                           tmp_path, capsys):
     """While a run holds its folders clean.sh refuses; SIGTERM (what a cluster scheduler sends)
     stops the run with one line; the same command resumes it; then clean.sh removes it all."""
-    argv = args(toy_root, str(tmp_path), ITER_MAX=30, LOG_EVERY=1, ITER_SAVE=20, NUM_WORKERS=2)
-    clean = ['sh', os.path.join(ROOT, 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
+    argv = args(toy_root, str(tmp_path), ITER_MAX=16, LOG_EVERY=1, ITER_SAVE=20, NUM_WORKERS=2)
+    clean = ['sh', str(project[0] / 'clean.sh'), f'MODEL_DIR={tmp_path}/models',
              f'LOG_DIR={tmp_path}/logdir']
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *argv], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
-        if line.startswith('step 2/30'):
+        if line.startswith('step 2/16'):
             done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
             assert done.returncode != 0 and 'a train.py is running in' in done.stderr, done.stderr
-        if line.startswith('step 4/30'):  # latest.pth is written every 2 steps
+        if line.startswith('step 4/16'):  # latest.pth is written every 2 steps
             break
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -156,10 +156,10 @@ def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(toy_ro
     assert err.strip().splitlines()[-1] == (f'interrupted; the same command resumes from '
                                             f'{tmp_path}/models/latest.pth when it was written')
     step = load(str(tmp_path), 'latest.pth')['step']  # the log line comes first
-    assert step % 2 == 0 and 2 <= step < 30
+    assert step % 2 == 0 and 2 <= step < 16
     code, out, err = run_main(train.main, argv, capsys)
     assert code == 0 and f'resuming from {tmp_path}/models/latest.pth at step {step}' in out, err
-    assert load(str(tmp_path), 'final.pth')['step'] == 30
+    assert load(str(tmp_path), 'final.pth')['step'] == 16
     done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
     assert done.returncode == 0 and os.listdir(tmp_path / 'models') == [], done.stderr
 
