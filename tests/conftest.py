@@ -89,6 +89,12 @@ def tiny_net(**over):
     return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
 
 
+@pytest.fixture
+def net():
+    """The tiny network in eval mode at output stride 8, 2 EM stages, 2 attention images."""
+    return tiny_net(STRIDE=8, STAGE_NUM=2, ATTN_IMAGES=2).eval()
+
+
 def fresh_settings():
     """settings.py as it is, as a new process starts (the tests' changes undone)."""
     import importlib

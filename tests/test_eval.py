@@ -22,11 +22,6 @@ from conftest import (TINY, as_args, fresh_settings, one_sentence, run_main, ten
                       tiny_net, use_tiny)
 
 
-@pytest.fixture
-def net():
-    return tiny_net(STRIDE=8, STAGE_NUM=2, ATTN_IMAGES=2).eval()
-
-
 def test_the_table_and_the_json_of_scores():
     conf = [[5, 1, 0], [2, 0, 0], [0, 0, 0]]  # class c2 in neither labels nor predictions
     s = infer.scores(conf, names=['c0', 'c1', 'c2'])

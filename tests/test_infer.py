@@ -17,14 +17,8 @@ import network
 import settings
 import transforms
 from conftest import StandIn as Items
-from conftest import tiny_net
 
 N = 5  # classes of the tiny network
-
-
-@pytest.fixture
-def net():
-    return tiny_net(STRIDE=8, STAGE_NUM=2).eval()
 
 
 def padded_forward(net, image):
