@@ -60,7 +60,8 @@ def train(rank, world, device):
     start = ckpt['step'] if ckpt else 0
     final = os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
     if start == settings.ITER_MAX and os.path.exists(final):  # nothing to do: final.pth stays
-        return print(f'finished already: {final} holds all {settings.ITER_MAX} steps.')
+        return print(f'finished already: {final} holds all {settings.ITER_MAX} steps.') \
+            if rank == 0 else None
     log = start_log(rank, world, device, start, ckpt)
     model, optimizer, eager, net = build(ckpt, world, device, log)
     extra = {**meta, 'init_from': log.init_from,  # what every checkpoint keeps
