@@ -103,6 +103,8 @@ def test_relative_paths_are_taken_from_the_project_folder():
     ('LR=0.0', 'LR=0.0 must be a positive finite number'),
     ('LR=' + '9' * 400, 'LR=inf must be a positive finite number'),  # an int beyond floats
     ("LOSS='focal'", "LOSS=focal must be one of 'ce', 'ohem'"),
+    ('SEED=' + '9' * 20, 'SEED=' + '9' * 20 + ' must be in [0, 9223372036854775807]'),
+    ('NUM_WORKERS=1000', 'NUM_WORKERS=1000 must be in [0, 256]'),
 ])
 def test_out_of_range_settings_are_refused_before_anything_runs(arg, message):
     before = config.resolved()
