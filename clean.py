@@ -21,9 +21,6 @@ import config
 import runs
 import settings
 
-LOCKS = ('train.lock', 'train.log.lock')
-
-
 @config.command
 def main(argv):
     if any(a in ('-h', '--help') for a in argv):
@@ -66,7 +63,7 @@ def within(path, folder):
 
 def refuse_while_a_run_holds(folder):
     """One sentence when a train.py holds `folder` (its lock; see runs.lock)."""
-    for lock in ('train.lock', 'train.log.lock'):
+    for lock in runs.LOCKS.values():
         if os.path.isfile(os.path.join(folder, lock)):
             with open(os.path.join(folder, lock), 'a') as f:
                 try:
@@ -105,7 +102,7 @@ def ours(folder, name):
     leftover of a killed write."""
     if checkpoints.NAMES.fullmatch(name):
         return checkpoints.is_checkpoint_of_train(os.path.join(folder, name))
-    return name in LOCKS or runs.is_leftover(name) or fnmatch.fnmatch(
+    return name in runs.LOCKS.values() or runs.is_leftover(name) or fnmatch.fnmatch(
         name, f'events.out.tfevents.*{runs.EVENTS}*')
 
 

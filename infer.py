@@ -59,8 +59,7 @@ def load_net(target, device, keep=()):
         raise config.UserError(f'checkpoint {target} was trained with settings this code does '
                                f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
             from None
-    given = {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
-             if k in keep and k in saved and saved[k] != getattr(settings, k)}
+    given = changed(saved)  # (what is not kept was just taken from the checkpoint)
     if config.rank_world()[0] == 0:
         if taken:
             print(f'from the checkpoint: {network.describe(taken)}', flush=True)
@@ -88,6 +87,13 @@ def load_weights(net, state, target, fix, head_may_differ=False):
         return network.load_weights(net, state, target, fix, head_may_differ)
 
 
+def changed(trained):
+    """{KEY: value now} of the model settings and MEAN/STD that differ from those a checkpoint
+    was `trained` with (as it records them)."""
+    return {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
+            if k in trained and trained[k] != getattr(settings, k)}
+
+
 def mode_name(trained=None):
     """The inference mode as a name: 'ss' or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-
     <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where
@@ -102,8 +108,7 @@ def mode_name(trained=None):
     trained = trained or {}
     if trained.get('STRIDE', settings.STRIDE) != settings.STRIDE:
         name += f'_os{settings.STRIDE}'
-    other = {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
-             if k != 'STRIDE' and k in trained and trained[k] != getattr(settings, k)}
+    other = {k: v for k, v in changed(trained).items() if k != 'STRIDE'}
     if 'DATA_ROOT' in trained and config.path(trained['DATA_ROOT']) != config.path(
             settings.DATA_ROOT):
         other['DATA_ROOT'] = config.path(settings.DATA_ROOT)

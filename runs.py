@@ -233,6 +233,7 @@ def _read_outputs(folder):
 
 
 HELD = []  # the lock files this process holds
+LOCKS = {'MODEL_DIR': 'train.lock', 'LOG_DIR': 'train.log.lock'}  # what a running train.py holds
 
 
 def lock(key, name):

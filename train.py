@@ -237,8 +237,8 @@ def hold_locks(rank):
     """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see runs.lock; main releases them),
     then removes the temporary checkpoints of killed runs."""
     if rank == 0:
-        runs.lock('MODEL_DIR', 'train.lock')
-        runs.lock('LOG_DIR', 'train.log.lock')
+        for key, name in runs.LOCKS.items():
+            runs.lock(key, name)
         runs.remove_leftovers(config.path(settings.MODEL_DIR))
 
 
