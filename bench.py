@@ -1,17 +1,18 @@
 """Speed and memory, each row against its baseline measured side by side in the same run; and the
 network's size and cost.
 
-    python bench.py [KEY=VALUE ...]      # prints a table, writes LOG_DIR/bench.json
-    python bench.py cost [KEY=VALUE ...] # parameters and multiply-accumulates at 513x513
+    python bench.py [cpu|cuda] [KEY=VALUE ...]  # a table, and LOG_DIR/bench_<rows>.json
+    python bench.py cost [KEY=VALUE ...]        # parameters and multiply-accumulates at 513x513
 
-CPU rows (any machine, about 2 minutes on 2 cores): the data pipeline against a plain
-re-statement of the original's, the EM unit against a plain re-statement of the reference
-algorithm, and eval.py's EM-stage sweep in one pass against one run per count. CUDA rows (only
-where a GPU is visible): a real EMANet-101 training step in plain fp32 (the baseline), TF32 and
-the default (bf16 + channels_last, + compile with COMPILE=True) with its peak memory and model
-FLOP utilisation against the measured bf16 matmul rate, eval.py's own inference (validate) on
-VOC-sized images, single scale and 6 scales + flip, and the sweep again. Benchmarks are not
-tests: nothing here asserts a time.
+The CUDA rows where a GPU is visible, else the CPU rows (`cpu` asks for them anyway). CPU rows
+(about a minute on 2 cores): the data pipeline against a plain re-statement of the original's,
+the EM unit against a plain re-statement of the reference algorithm, and eval.py's EM-stage
+sweep in one pass against one run per count. CUDA rows: the bf16 matmul rate, the training step
+that train.py runs (network.train_step) for EMANet-101 OS8 at 513x513 in plain float32 (the
+baseline), TF32 and train.py's default (bf16 + channels_last, + compile with COMPILE=True), each
+with its peak memory and model FLOP utilisation against that matmul rate; eval.py's own
+inference (validate) on VOC-sized images in memory, single scale and 6 scales + flip; and the
+sweep. Benchmarks are not tests: nothing here asserts a time.
 """
 import contextlib
 import os
@@ -26,12 +27,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import config
+from plumbing import config, files, inference, outputs, records  # first: settings.py checked
 import dataset
-import infer
 import network
-import recipe
-import runs
 import settings
 
 ROWS = []
@@ -114,18 +112,20 @@ def original_sample(root, image_id, rng):
 
 def bench_data(root, n, rounds=3):
     """Samples/s on one core: decode alone, the original's pipeline, ours (TrainDataset)."""
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    with changed(settings, N_CLASSES=21):
+    with config.applied({'N_CLASSES': 21}):
         ours = dataset.TrainDataset('trainaug', root=root)
         rng = np.random.default_rng(0)
         ids = ours.ids
         paths = [os.path.join(root, 'JPEGImages', f'{i}.jpg') for i in ids]
-        runs = {'decode': lambda: [cv2.imread(p) for p in paths],
-                'original': lambda: [original_sample(root, i, rng) for i in ids],
-                'ours': lambda: [ours[k] for k in range(n)]}
-        rates = {name: n / timed(fn, rounds) for name, fn in runs.items()}
-    torch.set_num_threads(os.cpu_count())
+        pipelines = {'decode': lambda: [cv2.imread(p) for p in paths],
+                     'original': lambda: [original_sample(root, i, rng) for i in ids],
+                     'ours': lambda: [ours[k] for k in range(n)]}
+        rates = {name: n / timed(fn, rounds) for name, fn in pipelines.items()}
+    torch.set_num_threads(threads)  # as they were before
+    cv2.setNumThreads(cv2_threads)
     row('data: train samples/s per core (513 crops)', rates['ours'], 'samples/s',
         'original pipeline', rates['original'])
     row('data: JPEG decode alone (the ceiling)', rates['decode'], 'images/s',
@@ -179,7 +179,7 @@ def bench_emau(device, batch=8, repeats=3):
 
 @contextlib.contextmanager
 def changed(obj, **values):
-    """obj's attributes set to `values` inside, as they were after (settings, cuDNN flags)."""
+    """obj's attributes set to `values` inside, as they were after (cuDNN's flags)."""
     saved = {k: getattr(obj, k) for k in values}
     for key, value in values.items():
         setattr(obj, key, value)
@@ -191,55 +191,60 @@ def changed(obj, **values):
 
 
 R101 = dict(N_LAYERS=101, STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21,
-            PRETRAINED='')
+            PRETRAINED='', AUX_WEIGHT=0.0)
 
-# the arithmetic of each training row: plain fp32 (the original's GPUs had no TF32), TF32
-# convolutions and matmuls (PyTorch's default for convolutions), and this repository's default
+# The arithmetic of each training row: plain float32 (the original's, and train.py's with
+# AMP=False: TF32 off for convolutions and matmuls), TF32 convolutions and matmuls (PyTorch's
+# default for convolutions; no train.py mode), and train.py's default (bf16 autocast and
+# channels_last, TF32 off: the EM loop and the logits in true float32).
 MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False),
          'tf32': dict(tf32=True, amp=False, channels_last=False),
-         'default': dict(tf32=True, amp=True, channels_last=True)}
+         'default': dict(tf32=False, amp=True, channels_last=True)}
 
 
 @contextlib.contextmanager
-def train_step(batch, mode, device='cuda', size=513):
-    """Inside: one real SGD step of EMANet-101 OS8 on size x size crops in `mode`, as a
-    function of no arguments (bench_train_step times it, .ci/gpu profiles it)."""
+def training_step(batch, mode, device='cuda', size=513):
+    """Inside: (step, eager_step) for EMANet-101 OS8 on size x size crops in `mode`: step() is
+    one SGD step through network.train_step, the step train.py runs (compiled with
+    COMPILE=True in the default mode), eager_step() the same without compile (for counting
+    FLOPs). The optimizer is SGD with train.py's momentum and weight decay over one group
+    (train.py's three groups differ in rates, not in work); the data a fixed random batch on
+    the device (the data row measures the loader)."""
     m = MODES[mode]
-    with changed(settings, **R101, AMP=m['amp']), \
+    with config.applied({**R101, 'AMP': m['amp']}), \
             changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True), \
             changed(torch.backends.cuda.matmul, allow_tf32=m['tf32']):
         torch.manual_seed(0)
-        net = network.EMANet(21, 101).to(device)
+        model = network.EMANet(21, 101).to(device).train()
         if m['channels_last']:
-            net = net.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(recipe.param_groups(net), lr=1e-3, momentum=0.9)
-        x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-        y = torch.randint(0, 21, (batch, size, size), dtype=torch.uint8, device=device)
-        model = torch.compile(net) if mode == 'default' and settings.COMPILE else net
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=settings.LR_MOM,
+                              weight_decay=settings.WEIGHT_DECAY)
+        image = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+        label = torch.randint(0, 21, (batch, size, size), dtype=torch.uint8, device=device)
+        compiled = torch.compile(model) if mode == 'default' and settings.COMPILE else model
 
-        def step():
-            with infer.autocast(x.device):  # bf16 where AMP, as train.py
-                loss = recipe.loss_fn(model(infer.to_input(x, m['channels_last'])), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        yield step
+        def step(net=compiled):
+            network.train_step(net, opt, inference.to_input(image, m['channels_last']), label)
+        yield step, lambda: step(model)
 
 
 def bench_train_step(batch, mode, steps=10):
-    """images/s, peak GiB and FLOPs/s of real SGD steps of EMANet-101 OS8 at 513x513."""
+    """images/s, peak GiB (after the first steps: not cuDNN's search) and FLOPs/s (counted on
+    the eager network) of real SGD steps of EMANet-101 OS8 at 513x513."""
     from torch.utils.flop_counter import FlopCounterMode
     torch.cuda.empty_cache()  # what the previous row held
     try:
-        with train_step(batch, mode) as step:
+        with training_step(batch, mode) as (step, eager_step):
             for _ in range(3):
                 step()
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            seconds = timed(step, steps, torch.cuda.synchronize)
+            seconds = timed(step, steps, torch.cuda.synchronize, warm_up=False)
             peak = torch.cuda.max_memory_allocated() / 2 ** 30
             counter = FlopCounterMode(display=False)
             with counter:
-                step()
+                eager_step()
             return batch / seconds, peak, counter.get_total_flops() / seconds
     except torch.cuda.OutOfMemoryError:
         print(f'train step batch {batch}, {mode}: out of memory', flush=True)
@@ -257,23 +262,41 @@ def matmul_rate(n=8192, inner=50, repeats=5):
     return inner * 2 * n ** 3 / timed(many, repeats, torch.cuda.synchronize)
 
 
+class InMemory(torch.utils.data.Dataset):
+    """A ValDataset's items decoded once and kept: validate over it times the inference in its
+    steady state, not the decoding or the start of loader workers."""
+
+    def __init__(self, data):
+        self.items, self.classes = [data[i] for i in range(len(data))], data.classes
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
 def eval_net_and_data(root, device):
-    """EMANet-101 OS8 as eval.py runs it (eval mode, channels_last) and the VOC-sized images;
-    inside changed(settings, **R101)."""
+    """EMANet-101 OS8 as eval.py runs it (eval mode, channels_last) and the VOC-sized images
+    in memory; inside config.applied(R101)."""
     torch.manual_seed(0)
-    net = network.EMANet(21, 101).to(device).eval().to(memory_format=torch.channels_last)
-    return net, dataset.ValDataset('trainaug', root=root)
+    net = network.EMANet(21, 101).to(device).eval()
+    if device.type == 'cuda':
+        net = net.to(memory_format=torch.channels_last)
+    return net, InMemory(dataset.ValDataset('trainaug', root=root))
 
 
 def bench_inference(root, n):
     """images/s of eval.py's own path (validate: padding, scales, flip, bf16) on n VOC-sized
-    images, single scale and 6 scales + flip, projected to the 1449 VOC val images."""
+    images in memory, single scale and 6 scales + flip, projected to the 1449 VOC val images
+    (decoding them on the loader's workers runs beside it)."""
     device = torch.device('cuda')
-    with changed(settings, **R101, NUM_WORKERS=4):
+    with config.applied({**R101, 'NUM_WORKERS': 0}):
         net, data = eval_net_and_data(root, device)
+        stages = network.stage_counts()
         for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
-            with changed(settings, EVAL_SCALES=scales, EVAL_FLIP=flip):
-                seconds = timed(lambda: infer.validate(net, data, device), 2,
+            with config.applied({'EVAL_SCALES': scales, 'EVAL_FLIP': flip}):
+                seconds = timed(lambda: inference.validate(net, data, device, stages), 2,
                                 torch.cuda.synchronize) / n
             row(f'inference 500x375 (validate), {len(scales)} scale(s){" + flip" * flip}',
                 1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
@@ -287,12 +310,12 @@ def bench_sweep(root, device, n):
 
     def run(counts):  # seconds of one validate with STAGE_NUM_EVAL=counts; scores kept
         def score():
-            with changed(settings, STAGE_NUM_EVAL=counts):
-                scores[counts] = infer.validate(net, data, device)
+            with config.applied({'STAGE_NUM_EVAL': counts}):
+                scores[counts] = inference.validate(net, data, device, network.stage_counts())
         return timed(score, 1, sync, warm_up=False)
-    with changed(settings, **R101, NUM_WORKERS=0 if device.type == 'cpu' else 4):
+    with config.applied({**R101, 'NUM_WORKERS': 0}):
         net, data = eval_net_and_data(root, device)
-        data.ids = data.ids[:n]
+        data.items = data.items[:n]
         run(3)  # one warm-up for all
         counts = (1, 2, 3, 4, 6, 8)
         one = run(counts)
@@ -304,7 +327,9 @@ def bench_sweep(root, device, n):
         'six runs', n / apart, note='the same scores as the six runs')
 
 
-def bench_cuda(root, n):
+def bench_cuda(root, n, keep):
+    """The CUDA rows; keep() writes the rows so far after each group (a run cut short by a time
+    limit keeps what it measured)."""
     name = torch.cuda.get_device_name()
     rate = matmul_rate()
     row('bf16 matmul 8192^3', rate / 1e12, 'TFLOP/s', note=name)
@@ -314,14 +339,17 @@ def bench_cuda(root, n):
         for mode in ('tf32', 'default'):
             if got[mode] is None:
                 continue
-            note = {'tf32': 'TF32 convolutions and matmuls, NCHW',
-                    'default': 'bf16 + channels_last' + ' + compile' * settings.COMPILE}[mode]
+            note = {'tf32': 'TF32 convolutions and matmuls, NCHW (no train.py mode)',
+                    'default': 'train.py: bf16 + channels_last' +
+                    ' + compile' * settings.COMPILE}[mode]
             row(f'train step R101 OS8 513, batch {batch}, {mode}', got[mode][0], 'images/s',
                 'plain fp32', base[0], note=note)
             row(f'  peak memory, batch {batch}, {mode}', got[mode][1], 'GiB', 'plain fp32', base[1])
             row(f'  model FLOP utilisation, batch {batch}, {mode}', got[mode][2] / rate,
                 'of matmul', 'plain fp32', base[2] and base[2] / rate)
+        keep()
     bench_inference(root, n)
+    keep()
     bench_sweep(root, torch.device('cuda'), n)
 
 # ---------------------------------------------------------------------------- main
@@ -330,25 +358,30 @@ def bench_cuda(root, n):
 @config.command
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
+    cuda = torch.cuda.is_available()
     if rest == ['cost']:
         return print_cost()
-    if rest:
-        raise config.UserError(f'unexpected argument {rest[0]!r}; bench.py takes KEY=VALUE, '
-                               f'or cost and KEY=VALUE.')
-    record = runs.run_record()  # the settings as given, before any row changes them
-    print(f'bench.py on {torch.get_num_threads()} CPU threads'
-          f'{", " + torch.cuda.get_device_name() if torch.cuda.is_available() else ""}')
+    if rest not in ([], ['cpu'], ['cuda']) or rest == ['cuda'] and not cuda:
+        raise config.UserError(f'unexpected argument {config.short(" ".join(rest))!r}; bench.py '
+                               f'takes cpu, cuda (on a GPU) or cost, and KEY=VALUE.')
+    rows = rest[0] if rest else 'cuda' if cuda else 'cpu'
+    record = records.run_record()  # the settings as given, before any row changes them
+    print(f'bench.py {rows} rows on {torch.get_num_threads()} CPU threads'
+          f'{", " + torch.cuda.get_device_name() if cuda else ""}', flush=True)
+    log_dir = files.folder('LOG_DIR')
+    name = f'bench_{rows}.json'
+    outputs.claim(log_dir, {name: None})
     with tempfile.TemporaryDirectory() as root:
         n = len(voc_like_folder(root))
-        bench_data(root, n)
-        bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
-        bench_sweep(root, torch.device('cpu'), 2)
-        if torch.cuda.is_available():
+        if rows == 'cpu':
+            bench_data(root, n)
+            bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
+            bench_sweep(root, torch.device('cpu'), 2)
+        else:
             bench_emau(torch.device('cuda'))
-            bench_cuda(root, n)
-    log_dir = runs.folder('LOG_DIR')
-    runs.claim(log_dir, {'bench.json': None})
-    print('written to', runs.write_record({**record, 'rows': ROWS}, log_dir, 'bench.json'))
+            bench_cuda(root, n, lambda: records.write_record({**record, 'rows': ROWS}, log_dir,
+                                                             name))
+    print('written to', records.write_record({**record, 'rows': ROWS}, log_dir, name))
 
 
 def print_cost():

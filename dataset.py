@@ -9,18 +9,22 @@ the others prepare.py makes, toy.py's, your own) has this layout under DATA_ROOT
 
     python dataset.py check [DATA_ROOT] [--workers N]   # verify it, with class statistics
 
-Not here: writing the layout (prepare.py, toy.py and preparation.py).
+Also here: the order in which training takes the images (the original's loader, from SEED and
+the step alone). Not here: writing the layout (prepare.py, toy.py, plumbing/preparation.py).
 """
 import argparse
 import collections
+import functools
+import hashlib
 import os
 import sys
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
-import config
+from plumbing import config, files, pictures, processes  # first: settings.py checked
 import settings
 import transforms
 
@@ -29,7 +33,7 @@ cv2.setNumThreads(0)  # one sample per worker process; OpenCV's own threads only
 VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
                'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
                'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
-IMAGE_EXTS = ('.jpg', '.png', '.jpeg', '.bmp', '.webp')
+IMAGE_EXTS = ('.jpg', '.png', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.gif')
 HOW_TO_MAKE = ('run `python prepare.py NAME SOURCE...` (see the README) or make toy data with '
                '`python toy.py <dir>`, and set DATA_ROOT to it')
 
@@ -108,25 +112,39 @@ class ValDataset(_Split):
         return (*transforms.to_tensors(*self.load(i)), self.ids[i])
 
 
+# ---------------------------------------------------------------------------- the order
+
+def seed_of(*parts):
+    """A 63-bit seed that depends on every part (no collisions between (1, 23) and (12, 3))."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], 'little') >> 1
+
+
+@functools.lru_cache(maxsize=2)
+def permutation(seed, epoch, n):
+    generator = torch.Generator().manual_seed(seed_of('epoch', seed, epoch))
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def step_indices(step, n, rank, world):
+    """The dataset indices that 0-based `step` takes on `rank`, as the original's loader orders
+    them (shuffled anew every epoch, the last incomplete batch dropped), from SEED and the step
+    alone: epoch e = step // (n // BATCH_SIZE) orders the n images by permutation(SEED, e, n)
+    and cuts n // BATCH_SIZE global batches from it; rank r takes the r-th BATCH_SIZE / world of
+    its batch. Index e * n + i is image i of epoch e (TrainDataset draws its augmentation
+    from both)."""
+    epoch, k = divmod(step, n // settings.BATCH_SIZE)
+    b = settings.BATCH_SIZE // world
+    first = k * settings.BATCH_SIZE + rank * b
+    order = permutation(settings.SEED, epoch, n)
+    return [epoch * n + order[j] for j in range(first, first + b)]
+
+
 # ---------------------------------------------------------------------------- reading
 
-def read_text(path, what):
-    """The lines of a UTF-8 text file; a byte-order mark or another encoding is one sentence."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    if data.startswith((b'\xef\xbb\xbf', b'\xff\xfe', b'\xfe\xff')):
-        raise config.UserError(f'{what} {path} begins with a byte-order mark (saved by a '
-                               f'Windows editor); save it as plain UTF-8 without one.')
-    try:
-        return data.decode('utf-8').splitlines()
-    except UnicodeDecodeError as e:
-        raise config.UserError(f'{what} {path} is not UTF-8 text (byte {e.start}); save it as '
-                               f'UTF-8.') from None
-
-
 def read_ids(path, what='list'):
-    """The first word of each non-empty line of a text file (a list of ids)."""
-    return [line.split()[0] for line in read_text(path, what) if line.strip()]
+    """The ids of a list, one per non-blank line as written (see files.read_lines)."""
+    return [line for _, line in files.read_lines(path, what)]
 
 
 def read_list(path):
@@ -162,16 +180,68 @@ def find_image(stem):
 
 
 def read_image(path):
-    """RGB uint8 (H, W, 3); grayscale, 16-bit, CMYK and RGBA files become RGB. EXIF
-    orientation is ignored: labels are drawn on the stored pixels."""
+    """RGB uint8 (H, W, 3), as a viewer shows it (EXIF orientation applied); grayscale, 16-bit,
+    CMYK and RGBA files become RGB. What of the file is not used (more frames or pages, an alpha
+    channel, extra channels, bits beyond 8) is said in one line, once per kind in a process."""
     if not os.path.isfile(path):  # checked here: OpenCV would print a warning of its own
         what = 'is a folder' if os.path.isdir(path) else 'does not exist'
         raise config.UserError(f'image {path} cannot be read: it {what}.')
+    try:
+        with Image.open(path) as img:  # the header only: what the pixels below leave out
+            unused, orientation = _unused_parts(img), img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):
+        unused, orientation = [], 1  # OpenCV may read it still; it says when not
     rgb = getattr(cv2, 'IMREAD_COLOR_RGB', None)  # OpenCV >= 4.10 decodes straight to RGB
     image = cv2.imread(path, (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise config.UserError(f'image {path} cannot be read: it is not an image file.')
-    return image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    for kind, what in unused:
+        if kind not in _SAID:
+            _SAID.add(kind)
+            config.say(f'image {path} {what} (said once: other images like it are read alike).')
+    image = image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(_orient(image, orientation))
+
+
+_SAID = set()  # the kinds of unused parts said in this process
+
+
+def _unused_parts(img):
+    """[(kind, what)] of what of an opened PIL image the decoded RGB pixels leave out."""
+    parts, frames = [], getattr(img, 'n_frames', 1)
+    if frames > 1:
+        parts.append(('frames', f'holds {frames} frames or pages; only the first is used'))
+    if 'A' in img.mode or img.mode == 'P' and 'transparency' in img.info:
+        parts.append(('alpha', 'has an alpha channel (transparency), which is not used: its '
+                               'colours are read as if opaque'))
+    bits, bands = _depth(img), len(img.getbands())
+    if bits > 8:
+        parts.append(('depth', f'has {bits} bits per channel; it is read at 8 (the lower bits '
+                               f'are not used)'))
+    samples = img.tag_v2.get(277, bands) if hasattr(img, 'tag_v2') else bands  # TIFF
+    if samples > bands:
+        parts.append(('channels', f'has {samples} channels; only the colour ones are used'))
+    return parts
+
+
+def _depth(img):
+    """Bits per channel of an opened PIL image (PNG and TIFF say it in their header)."""
+    if img.format == 'PNG':
+        with open(img.filename, 'rb') as f:
+            header = f.read(26)
+        return header[24] if len(header) == 26 else 8
+    if hasattr(img, 'tag_v2'):
+        bits = img.tag_v2.get(258, (8,))
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 16 if img.mode.startswith('I;16') or img.mode in ('I', 'F') else 8
+
+
+def _orient(image, orientation):
+    """An image as its EXIF orientation (1-8) says a viewer shows it (labels are drawn so)."""
+    if orientation in (5, 6, 7, 8):  # the sides swap: transpose first
+        image = image.transpose(1, 0, *range(2, image.ndim))
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    return {2: image[:, ::-1], 3: image[::-1, ::-1], 4: image[::-1]}.get(orientation, image)
 
 
 def check_whole(path):
@@ -189,10 +259,14 @@ def read_label(path, n_classes, ignore):
     """A palette ('P') or grayscale ('L') PNG as uint8 class indices, values checked."""
     try:
         with Image.open(path, formats=['PNG']) as img:
-            mode, label = img.mode, np.array(img)  # writable: torch takes it as it is
+            mode, frames = img.mode, getattr(img, 'n_frames', 1)
+            label = np.array(img)  # writable: torch takes it as it is
     except (OSError, ValueError, SyntaxError) as e:
         raise config.UserError(f'label {path} cannot be read ({type(e).__name__}); it is '
                                f'missing or not a PNG file.') from None
+    if frames > 1:  # which frame would be the label? taking the first could mislead
+        raise config.UserError(f'label {path} holds {frames} frames (an animated PNG); a label '
+                               f'is one index map, so save its frame as a PNG of its own.')
     if mode not in ('P', 'L', 'I', 'I;16'):
         raise config.UserError(f'label {path} is an image of mode {mode}, not an index PNG '
                                f'(palette or grayscale with class numbers as values); convert it '
@@ -212,7 +286,7 @@ def read_classes(root):
     path = os.path.join(root, 'classes.txt')
     if not os.path.isfile(path):
         return None
-    names = [line.strip() for line in read_text(path, 'class list') if line.strip()]
+    names = read_ids(path, 'class list')
     twice = repeated(names)
     if twice:
         raise config.UserError(f'{path} names {twice[0]!r} more than once; class names must be '
@@ -234,24 +308,14 @@ def class_names(root=None):
     return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [f'class_{i}' for i in range(n)]
 
 
-def voc_colours():
-    """The VOC colour map: 256 RGB rows (class 1 = (128, 0, 0), ..., 255 = (224, 224, 192))."""
-    i, rgb = np.arange(256), np.zeros((256, 3), np.int64)
-    for bit in range(8):
-        for c in range(3):
-            rgb[:, c] |= ((i >> (3 * bit + c)) & 1) << (7 - bit)
-    return rgb
-
-
 def palette(root=None):
     """256 colours as a flat list of 768 ints (for PIL 'P' images): the VOC colour map, with
     the rows of root/palette.txt ("R G B" per class) first when root has that file."""
-    rgb = voc_colours()
+    rgb = pictures.voc_colours()
     path = os.path.join(root, 'palette.txt') if root else ''
     if path and os.path.isfile(path):
         try:
-            rows = [[int(v) for v in line.split()] for line in read_text(path, 'palette')
-                    if line.strip()]
+            rows = [[int(v) for v in line.split()] for line in read_ids(path, 'palette')]
             rows = np.array(rows, np.int64).reshape(-1, 3)
         except ValueError:
             raise config.UserError(f'palette {path} is not lines of three numbers "R G B"; '
@@ -265,7 +329,7 @@ def palette(root=None):
 
 def meta(root=None):
     """What a checkpoint keeps of its dataset so that predictions need no data: the class
-    names and the palette."""
+    names and the palette (VOC's names and colours, or class_<i>, where root has none)."""
     root = config.path(settings.DATA_ROOT) if root is None else root
     return {'classes': class_names(root), 'palette': palette(root)}
 
@@ -294,7 +358,7 @@ def check(root=None, workers=None, show=8):
             os.path.join(root, 'SegmentationClassAug', f'{i}.png'))]
         jobs = [(root, i, n, settings.IGNORE_LABEL, bool(labelled)) for i in ids]
         pixels, images, bad = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), []
-        for counts, problem in config.parallel(_check_one, jobs, workers, split):
+        for counts, problem in processes.parallel(_check_one, jobs, workers, split):
             pixels += counts
             images += counts[:n] > 0
             if problem:

@@ -9,7 +9,9 @@ confusion matrix, palette PNG predictions and the bases' attention maps.
 
 Results go to LOG_DIR/eval_<checkpoint>-<id>_<split>_<mode>_T<stages>.json (and _confusion.png,
 _pred/, _attention/): <id> tells checkpoints of the same name apart, so no other checkpoint or
-mode overwrites them. The inference itself is infer.py's, shared with training and predict.py.
+mode overwrites them. The model and MEAN/STD (every setting but evaluation's) come from the
+checkpoint. The inference itself is plumbing/inference.py's, shared with training and
+predict.py.
 """
 import math
 import os
@@ -17,12 +19,10 @@ import sys
 
 import torch
 
-import config
+from plumbing import (checkpoints, config, files, inference, outputs,  # first: settings.py
+                      pictures, processes, records)                     # checked
 import dataset
-import infer
 import network
-import pictures
-import runs
 import settings
 
 HEADLINE = ('mIoU', 'pAcc', 'mAcc', 'fIoU')
@@ -33,7 +33,7 @@ HEADLINE = ('mIoU', 'pAcc', 'mAcc', 'fIoU')
 @config.command
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
-    given = {a.partition('=')[0] for a in argv if a not in rest}
+    given = config.given(argv)
     options = [a for a in rest if a.startswith('-')]
     if options:
         raise config.UserError(f'unknown option {config.short(options[0])}; eval.py takes the '
@@ -42,29 +42,34 @@ def main(argv):
         raise config.UserError(f'eval.py takes one checkpoint, not {len(rest)} '
                                f'({config.short(" ".join(rest))}); settings go as KEY=VALUE.')
     target = rest[0] if rest else os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
-    rank, world, device = config.init_distributed()
+    rank, world, device = processes.init_distributed()
     if device.type == 'cpu' and world > 1:  # the cores shared by the processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    net, info = infer.load_net(target, device, keep=given)
+    net, info = inference.load_net(target, device, network, keep=given)
+    if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
+        info = {**dataset.meta(), **info}
+    config.no_effect(given, {k: 'EVAL_MODE=whole infers each image whole' for k in (
+        'SLIDE_CROP', 'SLIDE_STEP') if settings.EVAL_MODE == 'whole'})
     data = dataset.ValDataset(settings.VAL_SPLIT)
-    log_dir = runs.folder('LOG_DIR') if rank == 0 else None
-    mode = infer.mode_name(info['trained'])
-    name = f'eval_{infer.checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode}'
+    log_dir = files.folder('LOG_DIR') if rank == 0 else None
+    mode = inference.mode_name(info['trained'])
+    name = f'eval_{checkpoints.checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode}'
     stages = network.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')
                  for t in stages} if settings.SAVE_PRED else {}
     if rank == 0:  # what this evaluation writes into LOG_DIR, before it does (see clean.py)
         attention = data.ids[:settings.ATTN_IMAGES]
-        runs.claim(log_dir, {f'{name}_T{t}{end}': None for t in stages for end in (
+        outputs.claim(log_dir, {f'{name}_T{t}{end}': None for t in stages for end in (
             '.json', '_confusion.png', *(f'_pred/{i}.png' for i in data.ids if t in pred_dirs),
             *(f'_attention/{i}.png' for i in attention if t == stages[0]))})
-    results = infer.validate(net, data, device, pred_dirs, info['palette'], progress=True)
+    results = inference.validate(net, data, device, stages, pred_dirs, info['palette'],
+                                 progress=True)
     if rank == 0:
         write_results(results, data, net, device, info, target, os.path.join(log_dir, name),
                       mode)
         for t, folder in pred_dirs.items():
             print(f'predictions (T={t}): {folder}', flush=True)
-    config.end_distributed()
+    processes.end_distributed()
     return results[stages[0]] if len(stages) == 1 else results
 
 
@@ -73,7 +78,7 @@ def write_results(results, data, net, device, info, target, base, mode):
     confusion matrix as a PNG, both into TensorBoard too; then the attention maps."""
     from tensorboardX import SummaryWriter
     log_dir, step = os.path.dirname(base), info['step'] or 0
-    with SummaryWriter(log_dir, filename_suffix=f'{runs.EVENTS}{os.getpid()}') as writer:
+    with SummaryWriter(log_dir, filename_suffix=f'{outputs.EVENTS}{os.getpid()}') as writer:
         for t, result in results.items():
             print(table(result, f'{mode}, T={t}'))
             picture = pictures.confusion_matrix(
@@ -81,10 +86,10 @@ def write_results(results, data, net, device, info, target, base, mode):
                 f'true class')
             pictures.save_rgb(picture, f'{base}_T{t}_confusion.png')
             result['confused_most'] = pictures.confused_most(result['confusion'], data.classes)
-            record = runs.run_record(checkpoint=os.path.abspath(target), step=info['step'],
-                                     checkpoint_id=infer.checkpoint_id(target),
-                                     split=settings.VAL_SPLIT, mode=mode, stages=t)
-            out = runs.write_record(without_nan({**result, 'record': record}), log_dir,
+            record = records.run_record(checkpoint=os.path.abspath(target), step=info['step'],
+                                        checkpoint_id=checkpoints.checkpoint_id(target),
+                                        split=settings.VAL_SPLIT, mode=mode, stages=t)
+            out = records.write_record(without_nan({**result, 'record': record}), log_dir,
                                     f'{os.path.basename(base)}_T{t}.json')
             print(f'scores: {out}', flush=True)
             tag = f'eval_{mode}_T{t}'
@@ -133,16 +138,16 @@ def draw_attention(net, data, device, out_dir, colours=None, writer=None, step=0
     responsibility maps of the last E-step, as out_dir/<id>.png (full size) and TensorBoard
     images (at most 2048 pixels wide). Returns the PNG paths."""
     import cv2
-    with runs.writing(out_dir, 'LOG_DIR'):
+    with files.writing(out_dir, 'LOG_DIR'):
         os.makedirs(out_dir, exist_ok=True)
     paths = []
     for i in range(min(settings.ATTN_IMAGES, len(data))):
         image, _, id_ = data[i]
         h, w = image.shape[-2:]
-        x = infer.pad_to_stride(infer.to_input(image[None].to(device)))
-        with infer.eval_mode(net), torch.inference_mode(), infer.autocast(device):
+        x = inference.pad_to_stride(inference.to_input(image[None].to(device)))
+        with inference.eval_mode(net), torch.inference_mode():
             logits, z = net(x, return_attention=True)
-        z = infer.resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(min=0).cpu().numpy()
+        z = inference.resize(z.float(), x.shape[-2:])[0, :, :h, :w].clamp(min=0).cpu().numpy()
         pred = logits[0, :, :h, :w].argmax(0).cpu().numpy()
         picture = pictures.grid(pictures.attention_tiles(image.permute(1, 2, 0).numpy(), z, pred,
                                                          colours))

@@ -35,8 +35,7 @@ import subprocess
 import sys
 import threading
 
-import config
-import runs
+from plumbing import config, files, records  # first: settings.py checked
 import settings
 
 PATHS = ('DATA_ROOT', 'PRETRAINED', 'INIT_FROM')  # what a run reads: linked, or made absolute
@@ -72,16 +71,6 @@ def say(line):
     print(f'experiment.py: {line}', flush=True)
 
 
-def inside(path, folder):
-    """`path` relative to `folder` when it lies inside it (not the folder itself), else None."""
-    rel = os.path.relpath(path, folder)
-    return None if rel == '.' or rel == '..' or rel.startswith('..' + os.sep) else rel
-
-
-def resolve(folder, text):
-    """A path from the settings of `folder`, as its scripts take it (see config.path)."""
-    return os.path.normpath(os.path.join(folder, os.path.expanduser(str(text))))
-
 # ---------------------------------------------------------------------------- new
 
 
@@ -97,18 +86,18 @@ def new(items):
     config.check_with(given, base)
     values = {**config.resolved(), **base, **given}
     name = names[0] if names else default_name(values, given)
-    target = resolve(os.path.dirname(source), name)
+    target = config.path(name, os.path.dirname(source))
     refuse(source, target, {**config.resolved(), **base}, values)
-    files = project_files(source, base, values)
-    tmp = runs.temporary(target)  # renamed into place at the end: never half a folder at NAME
+    copied = project_files(source, base, values)
+    tmp = files.temporary(target)  # renamed into place at the end: never half a folder at NAME
     try:
-        with runs.writing(tmp, 'NAME'):
-            made = make(source, tmp, target, files, base, given, values)
+        with files.writing(tmp, 'NAME'):
+            made = make(source, tmp, target, copied, base, given, values)
             os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # links are removed, never followed
         raise
-    report(source, target, len(files), values, *made)
+    report(source, target, len(copied), values, *made)
 
 
 def default_name(values, given):
@@ -128,15 +117,15 @@ def refuse(source, target, here, there):
     if os.path.lexists(target):
         raise config.UserError(f'{target} already exists; give a new NAME (an experiment folder '
                                f'is made afresh, never merged into).')
-    if inside(os.path.realpath(target), os.path.realpath(source)) is not None:
+    if files.inside(os.path.realpath(target), os.path.realpath(source)) is not None:
         raise config.UserError(f'{target} lies inside this project folder {source}; give a NAME '
                                f'beside it, like {os.path.basename(target)}.')
     for key in OUTPUTS:
-        if resolve(source, here[key]) == resolve(target, there[key]):
-            raise config.UserError(f'{key}={there[key]!r} would be the same folder '
-                                   f'{resolve(source, here[key])} for this project and the new '
-                                   f'one; pass a relative one, like {key}=./'
-                                   f'{os.path.basename(resolve(source, here[key]))}.')
+        if config.path(here[key], source) == config.path(there[key], target):
+            ours = config.path(here[key], source)
+            raise config.UserError(f'{key}={there[key]!r} would be the same folder {ours} for '
+                                   f'this project and the new one; pass a relative one, like '
+                                   f'{key}=./{os.path.basename(ours)}.')
 
 
 def project_files(source, *all_settings):
@@ -148,8 +137,9 @@ def project_files(source, *all_settings):
     linked, written = [], []
     for values in all_settings:
         for key in PATHS + OUTPUTS:
-            rel = inside(resolve(source, values[key]), source) if values.get(key) else None
-            (linked if key in PATHS else written).extend([rel] if rel else [])
+            rel = files.inside(config.path(values[key], source), source) if values.get(key) \
+                else None
+            (linked if key in PATHS else written).extend([rel] if rel not in (None, '.') else [])
 
     def under(rel, folders):
         return any(rel == f or rel.startswith(f + os.sep) for f in folders)
@@ -174,17 +164,17 @@ def git_files(source):
     except (OSError, subprocess.SubprocessError):
         pass  # no git
     found = set()
-    for top, dirs, files in os.walk(source):
+    for top, dirs, names in os.walk(source):
         links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
         dirs[:] = [d for d in dirs if d not in JUNK and d not in links]
-        found |= {os.path.relpath(os.path.join(top, f), source) for f in files + links}
+        found |= {os.path.relpath(os.path.join(top, f), source) for f in names + links}
     return set(), found
 
 
-def make(source, tmp, target, files, base, given, values):
-    """Fill `tmp` (to become `target`): the files, the settings given, the paths that must keep
-    naming what they name here, the record. Returns (links, paths made absolute, record path)."""
-    for rel in files:
+def make(source, tmp, target, copied, base, given, values):
+    """Fill `tmp` (to become `target`): the files `copied`, the settings given, the paths that
+    must keep naming what they name here, the record. Returns (links, paths made absolute, record path)."""
+    for rel in copied:
         src, dst = os.path.join(source, rel), os.path.join(tmp, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.islink(src):
@@ -201,12 +191,13 @@ def make(source, tmp, target, files, base, given, values):
         text = values.get(key)
         if not text or os.path.isabs(os.path.expanduser(text)):
             continue
-        here = resolve(source, text)
+        here = config.path(text, source)
         if not os.path.exists(here):
             continue  # the scripts say what is missing when they run
-        if inside(here, source) is not None:
-            found[inside(here, source)] = here
-        elif resolve(target, text) != here:
+        rel = files.inside(here, source)
+        if rel not in (None, '.'):
+            found[rel] = here
+        elif config.path(text, target) != here:
             absolute[key] = here
     links = {rel: here for rel, here in found.items()  # what lies in a linked folder: through it
              if not any(rel.startswith(other + os.sep) for other in found)}
@@ -215,15 +206,15 @@ def make(source, tmp, target, files, base, given, values):
         os.symlink(here, os.path.join(tmp, rel))
     if absolute:
         config.set_in_settings_file(settings_py, absolute)
-    sha, dirty = runs.git_state()
+    sha, dirty = records.git_state()
     record = {'source': source, 'git_sha': sha, 'git_dirty': dirty, 'settings_given': given,
               'created': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
               'argv': sys.argv, 'linked': links, 'made_absolute': absolute}
-    log_dir = resolve(target, values['LOG_DIR'])
+    log_dir = config.path(values['LOG_DIR'], target)
     rel = os.path.relpath(log_dir, target)
     where = log_dir if rel.startswith('..') else os.path.normpath(os.path.join(tmp, rel))
-    runs.write_record(record, where, runs.ORIGIN)
-    return links, absolute, os.path.join(log_dir, runs.ORIGIN), sha, dirty
+    records.write_record(record, where, records.ORIGIN)
+    return links, absolute, os.path.join(log_dir, records.ORIGIN), sha, dirty
 
 
 def report(source, target, n_files, values, links, absolute, record, sha, dirty):
@@ -306,7 +297,7 @@ def experiment_folder(given):
                                f'experiment.py new`.')
     values = config.read_settings_file(os.path.join(path, 'settings.py'))
     return {'given': given, 'path': path, **{
-        k.lower(): resolve(path, values.get(k, getattr(settings, k))) for k in OUTPUTS}}
+        k.lower(): config.path(values.get(k, getattr(settings, k)), path) for k in OUTPUTS}}
 
 
 def run_folder(folder, where, launcher, evals, wanted, state):

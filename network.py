@@ -1,10 +1,13 @@
-"""EMANet: a dilated ResNet, then fc0, the EM attention unit (EMAU), fc1 and fc2, and the loading
-of weights into it. Not here: files, checkpoints and the training recipe.
+"""EMANet: a dilated ResNet, then fc0, the EM attention unit (EMAU), fc1 and fc2; its loss (as in
+the original, the network computes it from the label) and one training step; the loading of
+weights into it. Not here: files, checkpoints, the schedule and the data (train.py, dataset.py).
 
-Read from small to large: building blocks, ResNet, EMAU, EMANet, weights, ImageNet weights,
-cost. Module and buffer names follow the original code, so its state dicts load strictly.
-`python bench.py cost` prints the parameters and multiply-accumulates at 513x513.
+Read from small to large: building blocks, ResNet, EMAU, EMANet and its loss, the training step,
+weights, ImageNet weights, cost. Module and buffer names follow the original code, so its state
+dicts load strictly. `python bench.py cost` prints the parameters and multiply-accumulates at
+513x513.
 """
+import contextlib
 import math
 import os
 
@@ -17,7 +20,7 @@ import settings
 
 
 class WeightsError(ValueError):
-    """Weights that do not fit the network, said in one sentence for the user."""
+    """Weights that do not fit the network: what is wrong, in words a user can act on."""
 
 # ---------------------------------------------------------------------------- building blocks
 
@@ -213,10 +216,26 @@ def stage_counts():
     return tuple(value) if isinstance(value, tuple) else (value or settings.STAGE_NUM,)
 
 
+def precision(x):
+    """bf16 autocast on CUDA when AMP (the EM loop and the logits stay float32), else none."""
+    if x.is_cuda and settings.AMP:
+        return torch.autocast('cuda', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def upsample(x, size):
+    """Logits to `size`, bilinear with aligned corners, in float32: under autocast x is bf16, and
+    the backward of a bilinear upsample adds up hundreds of terms per source pixel."""
+    return F.interpolate(x.float(), size=tuple(size), mode='bilinear', align_corners=True)
+
+
 class EMANet(nn.Module):
     """EMANet (ICCV 2019). n_classes and n_layers as the original; the rest is read from
-    settings when built. forward(img) -> logits at the image's size; with
-    return_attention=True also the last E-step's responsibilities z (B, K, h, w)."""
+    settings when built. forward(img) -> logits at the image's size; forward(img, label) ->
+    (loss, logits) for training; with return_attention=True also the last E-step's
+    responsibilities z (B, K, h, w). With AUX_WEIGHT > 0, an auxiliary FCN head on layer3 adds
+    AUX_WEIGHT times its loss in training (as mmsegmentation's and PaddleSeg's EMANet); with
+    AUX_WEIGHT = 0 (the original) it is not built."""
 
     def __init__(self, n_classes, n_layers):
         super().__init__()
@@ -231,33 +250,97 @@ class EMANet(nn.Module):
         self.fc1 = nn.Sequential(ConvBNReLU(c, 256, 3), nn.Dropout2d(p=0.1))
         self.fc2 = nn.Conv2d(256, n_classes, 1)
         # fc0, fc1 and fc2 keep PyTorch's default init, as in the original.
+        self.aux = None
+        if settings.AUX_WEIGHT > 0:  # layer3's channels: half of layer4's
+            self.aux = nn.Sequential(ConvBNReLU(backbone.c_in // 2, 256, 3), nn.Dropout2d(0.1),
+                                     nn.Conv2d(256, n_classes, 1))
 
-    def forward(self, img, return_attention=False, stages=None):
-        return self.head(self.features(img), img.shape[-2:], return_attention, stages)
+    def forward(self, img, label=None, return_attention=False, stages=None):
+        with precision(img):
+            layer3 = self.extractor[:7](img)
+            x = self.fc0(self.extractor[7](layer3))
+        out = self.head(x, img.shape[-2:], return_attention, stages)
+        if label is None:
+            return out
+        loss = criterion(out, label)
+        if self.aux is not None:
+            with precision(img):
+                aux = self.aux(layer3)
+            loss = loss + settings.AUX_WEIGHT * criterion(upsample(aux, img.shape[-2:]), label)
+        return loss, out
 
     def features(self, img):
         """What the EM unit takes: the backbone and fc0 (B, EMA_CHANNELS, h, w)."""
-        return self.fc0(self.extractor(img))
+        with precision(img):
+            return self.fc0(self.extractor(img))
 
     def head(self, x, size, return_attention=False, stages=None):
         """Logits (B, n_classes, *size) float32 from features(img); `stages` EM iterations
         when given (an evaluation sweep reuses one features() for several counts)."""
-        x, _, z = self.emau(x, return_z=True, stages=stages)
-        x = self.fc2(self.fc1(x))
-        # float32 before upsampling: under autocast x is bf16, and the backward of a bilinear
-        # upsample adds up hundreds of terms per source pixel
-        logits = F.interpolate(x.float(), size=tuple(size), mode='bilinear', align_corners=True)
+        with precision(x):
+            x, _, z = self.emau(x, return_z=True, stages=stages)
+            x = self.fc2(self.fc1(x))
+        logits = upsample(x, size)
         if not return_attention:
             return logits
         b, _, h, w = x.shape
         return logits, z.transpose(1, 2).reshape(b, -1, h, w)    # (B, K, h, w)
 
+
+def criterion(logits, label):
+    """The original's per-pixel cross-entropy: ignored pixels count as 0 in the mean over H*W,
+    then over the batch. With LOSS='ohem', the mean over the hard pixels only (`hard_pixels`)."""
+    label = label.long()
+    loss = F.cross_entropy(logits.float(), label, ignore_index=settings.IGNORE_LABEL,
+                           reduction='none')                                       # (B, H, W)
+    if settings.LOSS == 'ohem':
+        keep = hard_pixels(logits, label)
+        return (loss * keep).sum() / keep.sum().clamp(min=1)
+    return loss.flatten(1).mean(1).mean()
+
+
+def hard_pixels(logits, label):
+    """Online hard example mining: the labelled pixels whose probability of their true class is
+    at most OHEM_THRESH, or, when fewer, the OHEM_MIN_KEPT per image of the lowest probability
+    (the threshold rises to the last one's); every labelled pixel when there are fewer still."""
+    with torch.no_grad():
+        valid = label != settings.IGNORE_LABEL
+        prob = F.softmax(logits.float(), dim=1).gather(1, (label * valid)[:, None])[:, 0]
+        prob = prob.masked_fill(~valid, 2.0)                  # never among the lowest
+        k = min(settings.OHEM_MIN_KEPT * label.shape[0], prob.numel())
+        thresh = torch.tensor(settings.OHEM_THRESH, device=prob.device)
+        if k > 0:                                             # no host sync: all on the device
+            thresh = prob.flatten().kthvalue(k).values.clamp(min=settings.OHEM_THRESH)
+        return valid & (prob <= thresh)
+
+# ---------------------------------------------------------------------------- the training step
+
+
+def train_step(net, optimizer, x, label):
+    """One SGD step on a batch, the one train.py runs and bench.py times: the forward with its
+    loss (the bases' moving average moves inside it), the backward and the update, at the
+    rates the optimizer holds. Returns (loss, logits), detached."""
+    loss, logits = net(x, label)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def build(state=None):
+    """EMANet as the settings describe it, with the weights of `state` when given (see
+    load_weights)."""
+    net = EMANet(settings.N_CLASSES, settings.N_LAYERS)
+    if state is not None:
+        load_weights(net, state)
+    return net
+
 # ---------------------------------------------------------------------------- weights
 
 
-def load_weights(net, state, target, fix, head_may_differ=False):
-    """Load the state dict of file `target` into net, all of it or nothing, or raise a
-    WeightsError saying in one sentence why it does not fit (ending with `fix`). Wrapper prefixes
+def load_weights(net, state, head_may_differ=False):
+    """Load a state dict into net, all of it or nothing, or raise a WeightsError saying why it
+    does not fit ('does not fit the network built with ...'). Wrapper prefixes
     (DataParallel, DDP, torch.compile) are dropped; files of older PyTorch versions without
     num_batches_tracked load. With head_may_differ, a classifier (fc2) of another class count is
     left as initialised; returns the keys so left."""
@@ -273,11 +356,11 @@ def load_weights(net, state, target, fix, head_may_differ=False):
               if k not in skipped]
     if missing or unexpected or shapes:
         raise WeightsError(
-            f'checkpoint {target} does not fit the network built with '
-            f'{describe(settings_of(own))}: {describe(settings_of(state))} by its weights'
+            f'does not fit the network built with {describe(settings_of(own))}: '
+            f'{describe(settings_of(state))} by its weights'
             + ''.join(f'; {what} {len(keys)} key(s) like {", ".join(keys[:3])}' for what, keys in
                       (('missing', missing), ('unexpected', unexpected), ('shape', shapes))
-                      if keys) + f'; {fix}.')
+                      if keys))
     counters = {k: v for k, v in own.items() if k.endswith('num_batches_tracked')}
     net.load_state_dict({**counters, **{k: v for k, v in state.items() if k not in skipped},
                          **{k: own[k] for k in skipped}}, strict=True)

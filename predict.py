@@ -7,12 +7,14 @@ at (the prediction blended over the image, with a legend of the classes present)
     python predict.py models/final.pth --voc-test 'EVAL_SCALES=(0.5,0.75,1.0,1.25,1.5,1.75)'
     torchrun --nproc_per_node=4 predict.py ...          # the inputs split over 4 processes
 
-INPUT: an image (JPEG, PNG, BMP or WebP of any size; grayscale, RGBA, 16-bit and CMYK become
-RGB), a folder of images, or a text file listing image paths (relative to the file). The model,
-MEAN/STD, the class names and the palette come from the checkpoint alone; EVAL_SCALES,
-EVAL_FLIP, EVAL_MODE (slide windows for large images) and the first STAGE_NUM_EVAL apply, and
-inference is eval.py's own (infer.py). Outputs go to --out, by default a new folder
-LOG_DIR/predict_<checkpoint>-<id>_<mode>; the last line printed names it. An image that cannot
+INPUT: an image (JPEG, PNG, BMP, WebP, TIFF or GIF of any size, turned as its EXIF orientation
+says; grayscale, 16-bit, CMYK and RGBA become RGB, and what is not used, like an alpha channel
+or more frames, is said), a folder of images, or a text file listing image paths, one per line
+as written (relative to the file). The model, MEAN/STD, the class names and the palette come
+from the checkpoint alone; EVAL_SCALES, EVAL_FLIP, EVAL_MODE (slide windows for large images)
+and the first STAGE_NUM_EVAL apply, and inference is eval.py's own (plumbing/inference.py).
+Outputs go to --out, by default a new folder LOG_DIR/predict_<checkpoint>-<id>_<mode>; the last
+line printed names it. An image that cannot
 be read is reported and skipped, and the exit status is 1 at the end.
 
 --voc-test writes the VOC 2012 test images' predictions (the ids of DATA_ROOT's test split, from
@@ -28,12 +30,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import config
+from plumbing import (checkpoints, config, files, inference, outputs,  # first: settings.py
+                      pictures, processes)                              # checked
 import dataset
-import infer
 import network
-import pictures
-import runs
+import settings
 
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
@@ -41,7 +42,7 @@ VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls'
 @config.command
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
-    given = {a.partition('=')[0] for a in argv if a not in rest}
+    given = config.given(argv)
     parser = argparse.ArgumentParser(prog='predict.py', add_help=False)
     parser.add_argument('checkpoint', nargs='?')
     parser.add_argument('inputs', nargs='*')
@@ -55,8 +56,11 @@ def main(argv):
         raise config.UserError('predict.py takes a checkpoint and images, folders or lists (or '
                                '--voc-test instead of them), like `python predict.py '
                                'models/final.pth photos/`; see --help.')
-    rank, world, device = config.init_distributed()
-    net, info = infer.load_net(args.checkpoint, device, keep=given)
+    rank, world, device = processes.init_distributed()
+    net, info = inference.load_net(args.checkpoint, device, network, keep=given)
+    if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
+        info = {**dataset.meta(), **info}
+    say_unused(given)
     if args.voc_test:
         root = dataset.data_root()
         ids = dataset.read_list(os.path.join(root, 'ImageSets', 'Segmentation', 'test.txt'))
@@ -66,19 +70,19 @@ def main(argv):
         paths = images_of(args.inputs)
         names = output_names(paths)
     images = [os.path.abspath(p) for p in paths]
-    outputs = ({os.path.join(VOC_SERVER, f'{i}.png'): p for i, p in zip(ids, images)} |
+    wanted = ({os.path.join(VOC_SERVER, f'{i}.png'): p for i, p in zip(ids, images)} |
                {'results.tar.gz': None} if args.voc_test else
                {f'{name}{end}': p for name, p in zip(names, images)
                 for end in ('.png', '_overlay.jpg')})
-    out = claim_out(args.out, outputs, args.checkpoint, info) if rank == 0 else None
-    out = config.gather(out, world)[0] if world > 1 else out  # rank 0's, once it is claimed
+    out = claim_out(args.out, wanted, args.checkpoint, info) if rank == 0 else None
+    out = processes.gather(out, world)[0] if world > 1 else out  # rank 0's, once it is claimed
     pred_dir = os.path.join(out, VOC_SERVER) if args.voc_test else out
-    with runs.writing(pred_dir, '--out'):
+    with files.writing(pred_dir, '--out'):
         os.makedirs(pred_dir, exist_ok=True)
     failed = predict_all(net, paths, names, pred_dir, info, device, rank, world,
                          overlays=not args.voc_test)
     if world > 1:
-        failed = sum(config.gather(failed, world), [])
+        failed = sum(processes.gather(failed, world), [])
         dist.barrier()
     if rank == 0:
         for path, why in failed:
@@ -89,47 +93,58 @@ def main(argv):
             print(f'{len(failed)} of {len(paths)} images could not be read (above).',
                   file=sys.stderr)
         print(f'predictions: {out}', flush=True)
-    config.end_distributed()
+    processes.end_distributed()
     if failed:
         sys.exit(1)
 
 
-def claim_out(given, outputs, checkpoint, info):
-    """The folder to write `outputs` {file below it: its input image} into, listed there as
-    predict.py's before anything is written (see runs.claim): --out as `given`, or a new folder
+def say_unused(given):
+    """A line for each setting given that predict.py does not read (config.no_effect)."""
+    t = network.stage_counts()
+    config.no_effect(given, {
+        **{k: 'predict.py writes a PNG and an overlay per image' for k in (
+            'SAVE_PRED', 'ATTN_IMAGES', 'VAL_SPLIT')},
+        'STAGE_NUM_EVAL': len(t) > 1 and f'predict.py takes its first count, {t[0]}',
+        **{k: 'EVAL_MODE=whole infers each image whole' for k in ('SLIDE_CROP', 'SLIDE_STEP')
+           if settings.EVAL_MODE == 'whole'}})
+
+
+def claim_out(given, wanted, checkpoint, info):
+    """The folder to write `wanted` {file below it: its input image} into, listed there as
+    predict.py's before anything is written (see outputs.claim): --out as `given`, or a new folder
     LOG_DIR/predict_<checkpoint>-<id>_<mode>[-2, -3, ...]. One sentence, and nothing written,
     when it would write over a file predict.py did not write (an input image, a file of yours)
     or over the prediction of another image."""
     if given:
         out = os.path.abspath(given)
     else:
-        log_dir = runs.folder('LOG_DIR')
-        mode = infer.mode_name(info['trained'])
-        out = os.path.join(log_dir, runs.unique_name(
-            log_dir, f'predict_{infer.checkpoint_id(checkpoint)}_{mode}'))
+        log_dir = files.folder('LOG_DIR')
+        mode = inference.mode_name(info['trained'])
+        out = os.path.join(log_dir, files.unique_name(
+            log_dir, f'predict_{checkpoints.checkpoint_id(checkpoint)}_{mode}'))
     if os.path.exists(out) and not os.path.isdir(out):
         raise config.UserError(f'--out {out} is a file; give a folder (a new one, or one of '
                                f'predict.py\'s earlier outputs).')
-    inputs = {os.path.realpath(p) for p in outputs.values() if p}
-    for name in outputs:
+    inputs = {os.path.realpath(p) for p in wanted.values() if p}
+    for name in wanted:
         if os.path.realpath(os.path.join(out, name)) in inputs:
             raise config.UserError(f'--out {out} would write {name} over an input image; give '
                                    f'another --out.')
-    listed = runs.claimed(out)
-    ours = set(listed) | {runs.OUTPUTS}
-    for top, _, files in os.walk(out):
-        for file in sorted(files):
+    listed = outputs.claimed(out)
+    ours = set(listed) | {outputs.OUTPUTS}
+    for top, _, names in os.walk(out):
+        for file in sorted(names):
             name = os.path.relpath(os.path.join(top, file), out)
-            if name not in ours and not runs.is_leftover(file):
+            if name not in ours and not files.is_leftover(file):
                 raise config.UserError(f'--out {out} holds {name}, which predict.py did not '
                                        f'write; give a new or empty folder (or one of '
                                        f'predict.py\'s earlier outputs).')
-    for name, image in outputs.items():
+    for name, image in wanted.items():
         if listed.get(name) not in (None, image):
             raise config.UserError(f'--out {out} holds {name}, the prediction of another image '
                                    f'({listed[name]}), which this run would replace; give '
                                    f'another --out.')
-    runs.claim(out, outputs, '--out')
+    outputs.claim(out, wanted, '--out')
     return out
 
 
@@ -144,12 +159,12 @@ def images_of(inputs):
             found = sorted(f for f in os.listdir(item)
                            if f.lower().endswith(dataset.IMAGE_EXTS) and not f.startswith('.'))
             if not found:
-                raise config.UserError(f'folder {item} holds no images (.jpg, .png, .jpeg, .bmp, '
-                                       f'.webp); give a folder of images, a list or files.')
+                raise config.UserError(f'folder {item} holds no images '
+                                       f'({", ".join(dataset.IMAGE_EXTS)}); give a folder of '
+                                       f'images, a list or files.')
             paths += [os.path.join(item, f) for f in found]
         elif os.path.isfile(item) and item.lower().endswith('.txt'):
-            lines = [line.strip() for line in dataset.read_text(item, 'image list')
-                     if line.strip()]
+            lines = dataset.read_ids(item, 'image list')
             if not lines:
                 raise config.UserError(f'image list {item} is empty; give one image path per '
                                        f'line.')
@@ -208,9 +223,9 @@ def predict_all(net, paths, names, out, info, device, rank, world, overlays=True
             failed.append((path, str(e)))
             continue
         x = torch.from_numpy(image).permute(2, 0, 1).to(device)
-        with infer.eval_mode(net):  # validate's inference, one image at a time
-            pred = infer.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
-        with runs.writing(os.path.join(out, name), '--out'):
+        with inference.eval_mode(net):  # validate's inference, one image at a time
+            pred = inference.infer(net, x, (t,), path)[0].argmax(0).cpu().numpy()
+        with files.writing(os.path.join(out, name), '--out'):
             pictures.write_label(pred, os.path.join(out, f'{name}.png'), info['palette'])
             if overlays:
                 picture = pictures.overlay(image, pred, info['classes'], info['palette'])
@@ -227,7 +242,7 @@ def pack(out, ids):
         raise config.UserError(f'{len(missing)} of the {len(ids)} test ids have no PNG in '
                                f'{folder} (first: {missing[0]}); run the command again.')
     target = os.path.join(out, 'results.tar.gz')
-    with runs.writing(target, '--out'), runs.atomic(target) as tmp:
+    with files.writing(target, '--out'), files.atomic(target) as tmp:
         with tarfile.open(tmp, 'w:gz') as tar:
             tar.add(os.path.join(out, 'results'), arcname='results')
     return target

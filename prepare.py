@@ -22,10 +22,8 @@ import sys
 
 import numpy as np
 
-import config
+from plumbing import config, files, preparation  # first: settings.py checked
 import dataset
-import preparation
-import runs
 
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
@@ -65,9 +63,9 @@ def prepare_voc(voc, sbd, workers=None):
                                    f'label or no image in {voc} or {sbd}; the download is '
                                    f'incomplete.')
     out = os.path.join(voc, 'SegmentationClassAug')
-    with runs.writing(out, '--voc'):
+    with files.writing(out, '--voc'):
         os.makedirs(out, exist_ok=True)
-        runs.remove_leftovers(out)
+        files.remove_leftovers(out)
         jobs = [(os.path.join(voc, 'SegmentationClass', f'{i}.png'), os.path.join(out, f'{i}.png'))
                 for i in sorted(voc_ids)]
         jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), os.path.join(out, f'{i}.png'))
@@ -76,7 +74,7 @@ def prepare_voc(voc, sbd, workers=None):
         print(f'{len(jobs)} labels ({len(voc_ids)} VOC, {len(sbd_ids)} SBD), {done} already '
               f'written')
         preparation.write_labels(_voc_label, jobs, workers)
-        runs.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
+        files.write_text(os.path.join(lists, 'trainaug.txt'), trainaug)
     preparation.print_result(
         'VOC 2012 + SBD', voc, {'trainaug': trainaug, 'val': sorted(voc_val)}, set(),
         {'trainaug': 10582, 'val': 1449},  # the ids of the full VOC 2012 + SBD
@@ -186,7 +184,7 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
     labels = preparation.must_exist(os.path.join(annotations, 'labels.txt'),
                                     'PASCAL Context class names', fix)
     names = {}
-    for line in dataset.read_text(labels, 'class list'):
+    for line in dataset.read_ids(labels, 'class list'):
         key, _, name = line.partition(':')
         if key.strip().isdigit():
             names[int(key)] = name.strip()
@@ -194,7 +192,7 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
         raise config.UserError(f'{labels} does not name the classes 1-459 as "id: name" lines; '
                                f'take it from PASCAL Context\'s trainval.tar.gz again.')
     named = os.path.join(annotations, '59_labels.txt')  # optional: the 59 by name, checked
-    if os.path.isfile(named) and {line.partition(':')[2].strip() for line in dataset.read_text(
+    if os.path.isfile(named) and {line.partition(':')[2].strip() for line in dataset.read_ids(
             named, 'class list') if ':' in line} != {names[v] for v in CONTEXT_IDS}:
         raise config.UserError(f'{named} does not name the 59 classes that {labels} names at '
                                f'the ids of the usual 59; take both from the PASCAL Context site.')
@@ -311,7 +309,7 @@ def prepare_ade20k(root, out=None, workers=None):
     fix = f'unpack ADEChallengeData2016.zip (from the MIT Scene Parsing site) and give {root}'
     info = preparation.must_exist(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names',
                                   fix)
-    rows = [line.split('\t') for line in dataset.read_text(info, 'class list')[1:]]
+    rows = [line.split('\t') for line in dataset.read_ids(info, 'class list')[1:]]
     classes = [r[-1].split(',')[0].strip() for r in rows if r[0].strip().isdigit()]
     if len(classes) != 150:
         raise config.UserError(f'{info} does not list the 150 classes ("Idx Ratio Train Val '

@@ -38,6 +38,7 @@ WEIGHT_DECAY = 1e-4  # weight decay of the conv weights
 LOSS = 'ce'  # 'ce' (the original's cross-entropy) or 'ohem' (online hard example mining)
 OHEM_THRESH = 0.7  # 'ohem': pixels whose true-class probability is below this are kept
 OHEM_MIN_KEPT = 100000  # 'ohem': at least this many pixels kept per image
+AUX_WEIGHT = 0.0  # loss weight of an auxiliary FCN head on layer3 (0: none, the original's)
 SEED = 0  # seed of weights, sampling and augmentation
 NUM_WORKERS = 16  # data loading processes in all, split over the training processes
 AMP = True  # bf16 autocast on CUDA (the EM loop always runs in float32)

@@ -16,7 +16,8 @@ if [ "$port" -lt 1024 ] || [ "$port" -gt 65535 ]; then
     echo "tensorboard.sh: PORT $port is not in 1024-65535; give one like 6006" >&2
     exit 2
 fi
-log_dir=$("$PY" -B -c 'import os, config, settings
+log_dir=$("$PY" -B -c 'import os, settings
+from plumbing import config
 print(os.path.realpath(config.path(settings.LOG_DIR)))') || exit 2
 echo "TensorBoard of $log_dir on http://$host:$port"
 if [ "$host" = 127.0.0.1 ] || [ "$host" = localhost ]; then

@@ -4,21 +4,21 @@ demo, the tests), made deterministically from a seed.
 
     python toy.py DIR [--seed S] [--train N] [--val M] [--size MIN MAX]
 
-It prints the settings that train on it. DIR must be new or empty (or hold toy data only).
+It prints the settings that train on it. DIR must be new or empty, or hold toy data made with
+the same arguments (recorded in DIR/toy.json): other arguments would replace its images.
 """
 import argparse
+import json
 import os
 import sys
 
 import cv2
 import numpy as np
 
-import config
-import pictures
-import runs
+from plumbing import config, files, pictures
 
 TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
-TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt'}
+TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt', 'toy.json'}
 TOY_SIZE = (48, 56)  # sides in pixels: small, for a network trained on a CPU in minutes
 TOY_TRAIN, TOY_VAL = 3000, 80  # many small images: the demo's mIoU then holds across seeds
 
@@ -36,11 +36,18 @@ def make_toy(root, seed=0, n_train=TOY_TRAIN, n_val=TOY_VAL, size=TOY_SIZE):
     if extra:
         raise config.UserError(f'{root} already holds other files ({extra[0]}); give a new or '
                                f'empty folder for the toy data.')
+    made = {'seed': seed, 'train': n_train, 'val': n_val, 'size': list(size)}
+    before = _made_with(root)
+    if before not in (None, made):
+        raise config.UserError(f'{root} holds toy data made with {_arguments(before)}, which '
+                               f'other arguments would replace; give those arguments, or a new '
+                               f'folder for {_arguments(made)}.')
     lists = os.path.join(root, 'ImageSets', 'Segmentation')
     ids = [f'toy_{i:05d}' for i in range(n_train + n_val)]
-    with runs.writing(root, '<dir>'):
+    with files.writing(root, '<dir>'):
         for sub in ('JPEGImages', 'SegmentationClassAug', lists):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
+        files.write_text(os.path.join(root, 'toy.json'), [json.dumps(made)])
         for i, name in enumerate(ids):
             image, label = toy_sample(np.random.default_rng([seed, i]), size)
             path = os.path.join(root, 'JPEGImages', f'{name}.jpg')
@@ -48,14 +55,34 @@ def make_toy(root, seed=0, n_train=TOY_TRAIN, n_val=TOY_VAL, size=TOY_SIZE):
                 raise OSError(0, 'the image could not be written', path)
             pictures.write_label(label, os.path.join(root, 'SegmentationClassAug',
                                                      f'{name}.png'))
-        runs.write_text(os.path.join(lists, 'trainaug.txt'), ids[:n_train])
-        runs.write_text(os.path.join(lists, 'val.txt'), ids[n_train:])
-        runs.write_text(os.path.join(root, 'classes.txt'), TOY_CLASSES)
+        files.write_text(os.path.join(lists, 'trainaug.txt'), ids[:n_train])
+        files.write_text(os.path.join(lists, 'val.txt'), ids[n_train:])
+        files.write_text(os.path.join(root, 'classes.txt'), TOY_CLASSES)
     # The smallest 1-mod-8 side that holds every image whole: a crop smaller than the images
     # would leave the outer taps of layer4's dilated convolutions untrained, yet used at eval.
     crop = (max(size) + 6) // 8 * 8 + 1
     return {'DATA_ROOT': root, 'N_CLASSES': len(TOY_CLASSES), 'CROP_SIZE': crop,
             'SCALES': (0.75, 1.0, 1.25)}  # halving would leave objects of ~3 output pixels
+
+
+def _made_with(root):
+    """The arguments toy data in `root` was made with ({'seed', 'train', 'val', 'size'}), None
+    for a folder without toy data, or {'unknown': True} when it holds some but not the record."""
+    try:
+        with open(os.path.join(root, 'toy.json')) as f:
+            made = json.load(f)
+        return made if isinstance(made, dict) else {'unknown': True}
+    except (OSError, ValueError):
+        pass
+    held = set(os.listdir(root)) & TOY_LAYOUT if os.path.isdir(root) else set()
+    return {'unknown': True} if held else None
+
+
+def _arguments(made):
+    if made.get('unknown'):
+        return 'arguments it does not record'
+    return (f'--seed {made["seed"]} --train {made["train"]} --val {made["val"]} --size '
+            f'{" ".join(map(str, made["size"]))}')
 
 
 def toy_sample(rng, size=TOY_SIZE):

@@ -7,10 +7,10 @@ every step follow from SEED and the step alone. Ctrl-C or SIGTERM stops a run; t
 resumes it. INIT_FROM=<checkpoint> starts a new run from another run's weights and bases (fine-
 tuning) with a fresh optimizer and schedule. With VAL_EVERY, best.pth keeps the best val mIoU.
 """
+import dataclasses
 import datetime
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -19,14 +19,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-import checkpoints
-import config
+from plumbing import (checkpoints, config, files, inference, outputs,  # first: settings.py
+                      pictures, processes, records)                     # checked
 import dataset
-import infer
 import network
-import pictures
-import recipe
-import runs
 import settings
 
 
@@ -36,21 +32,95 @@ def main(argv):
     if rest:
         raise config.UserError(f'unexpected argument {config.short(rest[0])!r}; train.py takes '
                                f'only KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
-    rank, world, device = config.init_distributed()
+    rank, world, device = processes.init_distributed()
     try:
         check_settings(world)
-        train(rank, world, device)
+        train(rank, world, device, config.given(argv))
     except KeyboardInterrupt:
         if rank == 0:
             print(f'interrupted; the same command resumes from {latest_path()} when it was '
                   f'written', file=sys.stderr, flush=True)
         sys.exit(130)
     finally:
-        runs.release_locks()
-        config.end_distributed()
+        outputs.release_locks()
+        processes.end_distributed()
+
+# ---------------------------------------------------------------------------- the recipe
 
 
-def train(rank, world, device):
+def get_params(net):
+    """The original's three groups: conv weights (decay), BN weights (no decay), biases (2x LR)."""
+    conv, bn, bias = [], [], []
+    for name, module in net.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == 'bias':
+                bias.append(p)
+            elif isinstance(module, nn.modules.conv._ConvNd):
+                conv.append(p)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                bn.append(p)
+            else:
+                raise TypeError(f'parameter {name}.{pname} fits none of the three groups')
+    return [dict(params=conv, name='conv_weight', lr_mult=1, weight_decay=settings.WEIGHT_DECAY),
+            dict(params=bn, name='bn_weight', lr_mult=1, weight_decay=0.0),
+            dict(params=bias, name='bias', lr_mult=2, weight_decay=0.0)]
+
+
+def poly_lr(i):
+    """The base rate of iteration i, counted from 1 as the original counts: it sets the rate
+    LR * (1 - i / ITER_MAX) ^ POLY_POWER before every iteration i that is a multiple of LR_DECAY
+    and keeps it in between (the first LR_DECAY - 1 iterations train at LR)."""
+    i -= i % settings.LR_DECAY
+    return settings.LR * (1 - i / settings.ITER_MAX) ** settings.POLY_POWER
+
+
+def poly_lr_scheduler(optimizer, i):
+    """Every group's rate for iteration i (counted from 1): poly_lr(i) times its multiplier."""
+    for group in optimizer.param_groups:
+        group['lr'] = poly_lr(i) * group['lr_mult']
+
+
+def check_resume(ckpt, target):
+    """Stop when checkpoint `target` cannot continue this run: weights only, or trained with a
+    setting that differs from today's (every setting but config.MID_RUN, a setting added or
+    removed since included)."""
+    fix = f'run `{checkpoints.clean_command()}` to delete its checkpoints and logs and start afresh'
+    if 'optimizer' not in ckpt or 'settings' not in ckpt:
+        raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
+                               f'training cannot resume from it; move it away or {fix}.')
+    saved, now = ckpt['settings'], config.resolved()
+    same = {'CROP_SIZE': config.crop_size}
+
+    def value(values, k):
+        return same.get(k, lambda v: config.convert(k, v))(values[k]) if k in values else None
+    differ = [k for k in sorted(set(saved) | set(now)) if k not in config.MID_RUN and
+              (k not in saved or k not in now or value(saved, k) != value(now, k))]
+    if differ:
+        def was(k):
+            return config.short(saved[k]) if k in saved else '(not recorded)'
+        diffs = ', '.join(f'{k}={was(k)} (now {config.short(now[k]) if k in now else "none"})'
+                          for k in differ)
+        on = ' (to train on from it: INIT_FROM=<it> with another MODEL_DIR)' * (
+            'ITER_MAX' in differ)
+        raise config.UserError(f'{target} was trained with {diffs}; change them back to '
+                               f'resume{on}, or {fix}.')
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class Progress:
+    """What the loop carries from step to step besides the model and the optimizer."""
+    start: int                  # the step it resumed after (0: a new run)
+    best: dict                  # {'step', 'mIoU'} of best.pth (VAL_EVERY)
+    losses: list = dataclasses.field(default_factory=list)  # (step, loss on the device), unread
+    clock: tuple = (0.0, 0)     # (time, step) of the last log line
+    began: tuple = (0.0, 0)     # (time, step) when the loop began
+    fastest: float = 0.0        # images/s of the fastest log line so far
+    hinted: bool = False        # whether a slow-down was said
+
+
+def train(rank, world, device, given):
     train_set = dataset.TrainDataset(settings.TRAIN_SPLIT)
     check_split(train_set)
     val_set = dataset.ValDataset(settings.VAL_SPLIT) if settings.VAL_EVERY else None
@@ -58,78 +128,86 @@ def train(rank, world, device):
     hold_locks(rank)
     ckpt = resume_point(world)
     start = ckpt['step'] if ckpt else 0
+    init_from = ckpt.get('init_from') if ckpt else config.path(settings.INIT_FROM) \
+        if settings.INIT_FROM else None
     final = os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
-    if start == settings.ITER_MAX and os.path.exists(final):  # nothing to do: final.pth stays
+    done = start == settings.ITER_MAX and os.path.exists(final)
+    say_unused(given, ckpt, done)
+    if done:  # nothing to do: final.pth stays
         return print(f'finished already: {final} holds all {settings.ITER_MAX} steps.') \
             if rank == 0 else None
-    log = start_log(rank, world, device, start, ckpt)
-    model, optimizer, eager, net = build(ckpt, world, device, log)
-    extra = {**meta, 'init_from': log.init_from,  # what every checkpoint keeps
-             'best': ckpt.get('best', {}) if ckpt else {}}
+    log = start_log(rank, world, device, start, init_from)
+    model, optimizer, eager, net = build(ckpt, init_from, world, device, log)
+    state = Progress(start, best=ckpt.get('best', {}) if ckpt else {})
+    kept = {**meta, 'init_from': init_from}  # what every checkpoint holds besides the state
     loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=(recipe.step_indices(s, len(train_set), rank, world)
+        train_set, batch_sampler=(dataset.step_indices(s, len(train_set), rank, world)
                                   for s in range(start, settings.ITER_MAX)),
         num_workers=settings.NUM_WORKERS // world + (rank < settings.NUM_WORKERS % world),
         pin_memory=device.type == 'cuda')  # step s of rank r: the images of (SEED, s, r) alone
 
+    def save(name, step):  # after the losses so far are checked: a diverged run writes nothing
+        read_losses(log, state)
+        save_checkpoint(name, model, optimizer, step, world, {**kept, 'best': state.best})
+
     net.train()
-    log.start_clock()
+    state.began = state.clock = (time.time(), start)
     for step, (image, label) in enumerate(loader, start + 1):
-        x = infer.to_input(image.to(device, non_blocking=True))
+        x = inference.to_input(image.to(device, non_blocking=True))
         label = label.to(device, non_blocking=True)
         if settings.COMPILE and step == start + 1:
             diff = check_compiled(eager, net, model, x, label)
             log(f'COMPILE: one step\'s gradients match eager ones (relative difference {diff:.2g})')
-        logits = train_step(net, optimizer, x, label, step, rank, world, log)
-        log_progress(log, optimizer, step, device)
+        torch.manual_seed(dataset.seed_of('step', settings.SEED, step - 1, rank))  # its dropout
+        poly_lr_scheduler(optimizer, step)
+        loss, logits = network.train_step(net, optimizer, x, label)
+        state.losses.append((step, mean_over_processes(loss, world)))
+        if step == start + 1 and device.type == 'cuda':  # not cuDNN's search: the training's
+            torch.cuda.reset_peak_memory_stats(device)
+        log.scalars(step, {f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups})
         if settings.IMAGE_EVERY and step % settings.IMAGE_EVERY == 0:
-            log_picture(log, image[0], label[0], logits[0], extra['palette'], step)
+            log_picture(log, image[0], label[0], logits[0], meta['palette'], step)
+        del logits  # not kept alive into the next step's forward
+        if step % settings.LOG_EVERY == 0 or step == settings.ITER_MAX:
+            log_progress(log, state, optimizer, step, device)
         if settings.VAL_EVERY and (step % settings.VAL_EVERY == 0 or step == settings.ITER_MAX):
-            validate(model, optimizer, val_set, device, step, world, log, extra)
-        save_checkpoints(model, optimizer, step, world, log, extra)
+            scores = validate(model, val_set, device, step, log)
+            if scores['mIoU'] > state.best.get('mIoU', -1):  # nan never wins
+                state.best = {'step': step, 'mIoU': scores['mIoU']}
+                save('best.pth', step)
+                log(f'best.pth: val mIoU {100 * scores["mIoU"]:.2f}% at step {step}')
+        if step % settings.ITER_SAVE == 0:
+            save(f'step_{step}.pth', step)
+        if step % max(1, settings.ITER_SAVE // 10) == 0 or step % settings.ITER_SAVE == 0 or \
+                step == settings.ITER_MAX:
+            save('latest.pth', step)
+            log.flush()  # TensorBoard holds every step up to the checkpoint
 
-    if world > 1:  # every rank must hold the same weights and bases, bit for bit
-        same = len(set(config.gather(checkpoints.fingerprint(model.state_dict()), world))) == 1
+    if world > 1:  # every rank must hold the same weights, bases and BatchNorm statistics
+        same = len(set(processes.gather(checkpoints.fingerprint(model.state_dict()), world))) == 1
         log(f'{world} processes hold the {"same" if same else "DIFFERENT"} weights and bases')
-    save('final.pth', model, optimizer, settings.ITER_MAX, log, world, extra)
-    log(f'done: {settings.ITER_MAX} steps, {config.path(settings.MODEL_DIR)}/final.pth')
+    save('final.pth', settings.ITER_MAX)
+    log(f'done: {settings.ITER_MAX} steps, {final}')
     log.metrics(step=settings.ITER_MAX, done=True)  # the session's wall time: the save too
     log.close()
 
-# ---------------------------------------------------------------------------- the step
 
-
-def train_step(net, optimizer, x, label, step, rank, world, log):
-    """One SGD step of the original recipe at iteration `step` (counted from 1): its learning
-    rate, the forward (bf16 on CUDA when AMP), the loss, the backward and the update; the bases'
-    moving average is updated inside the forward. Returns the logits; the loss (the mean over the
-    processes) waits on the device in `log` until a log line or a checkpoint reads it."""
-    torch.manual_seed(recipe.seed_of('step', settings.SEED, step - 1, rank))  # its dropout
-    recipe.set_lr(optimizer, step)
-    with infer.autocast(x.device):
-        logits = net(x)
-    loss = recipe.loss_fn(logits, label)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    value = loss.detach().clone()
+def mean_over_processes(loss, world):
+    """The loss (on the device) averaged over the processes: what the log shows."""
     if world > 1:
-        dist.all_reduce(value)
-        value /= world
-    log.pending.append((step, value))
-    optimizer.step()
-    return logits
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return loss
 
 # ---------------------------------------------------------------------------- periodic work
 
 
-def log_progress(log, optimizer, step, device):
-    """The learning rates of the step in TensorBoard; every LOG_EVERY steps a line with the mean
-    loss, speed, time to go and peak memory, and a metrics entry (what compare.py reads)."""
-    log.scalars(step, {f'lr/{g["name"]}': g['lr'] for g in optimizer.param_groups})
-    if step % settings.LOG_EVERY and step != settings.ITER_MAX:
-        return
-    mean = losses(log)
-    now, (then, before), (began, start) = time.time(), log.last, log.began
+def log_progress(log, state, optimizer, step, device):
+    """A line with the mean loss since the last one, the rate, speed, time to go and peak memory,
+    and its metrics entry (what compare.py reads); a hint when a CPU run slows down."""
+    mean = read_losses(log, state)
+    now, (then, before), (began, start) = time.time(), state.clock, state.began
     speed = (step - before) * settings.BATCH_SIZE / (now - then)
     eta = (now - began) / (step - start) * (settings.ITER_MAX - step)
     cuda = device.type == 'cuda'
@@ -137,14 +215,27 @@ def log_progress(log, optimizer, step, device):
     lr = optimizer.param_groups[0]['lr']  # the base rate this step trained at
     log(f'step {step}/{settings.ITER_MAX}  loss {mean:.4f}  lr {lr:.3e}  {speed:.1f} img/s  '
         f'eta {datetime.timedelta(seconds=round(eta))}  peak mem {mem}')
-    hint = slower(speed, log.fastest, device)
-    if hint and not log.hinted:
+    hint = slower(speed, state.fastest, device)
+    if hint and not state.hinted:
         log(hint)
-        log.hinted = True
-    log.fastest = max(log.fastest, speed)
+        state.hinted = True
+    state.fastest, state.clock = max(state.fastest, speed), (now, step)
     log.scalars(step, {'train/images_per_s': speed})
     log.metrics(step=step, loss=mean, lr=lr, images_per_s=speed)
-    log.last = (now, step)
+
+
+def read_losses(log, state):
+    """The mean of the losses not read yet (one host-device sync for all of them), each into
+    TensorBoard; the run stops at the first non-finite one, those before it logged."""
+    if not state.losses:
+        return None
+    steps, values = zip(*state.losses)
+    values, state.losses = torch.stack(values).cpu().tolist(), []
+    for step, value in zip(steps, values):
+        if not math.isfinite(value):
+            raise diverged(f'the loss became {value} at step {step}')
+        log.scalars(step, {'train/loss': value})
+    return sum(values) / len(values)
 
 
 def slower(speed, fastest, device):
@@ -160,16 +251,17 @@ def slower(speed, fastest, device):
 def log_picture(log, image, label, logits, colours, step):
     """The batch's first image, its label and the prediction, side by side in TensorBoard."""
     if log.on:
-        pred = logits.detach().argmax(0).cpu().numpy()
+        pred = logits.argmax(0).cpu().numpy()
         log.image(step, 'train/input_truth_prediction', np.concatenate(
             [image.permute(1, 2, 0).numpy(), pictures.colorize(label.cpu().numpy(), colours),
              pictures.colorize(pred, colours)], 1))
 
 
-def validate(model, optimizer, val_set, device, step, world, log, extra):
-    """Score the val split (infer.validate, every process a share); best.pth keeps the best."""
+def validate(model, val_set, device, step, log):
+    """The val split's scores at the first EM stage count (inference.validate, every process a
+    share), logged; returns them."""
     t = network.stage_counts()[0]
-    scores = infer.validate(model, val_set, device)[t]  # and back to train mode
+    scores = inference.validate(model, val_set, device, (t,))[t]  # and back to train mode
     headline = {k: scores[k] for k in ('mIoU', 'pAcc', 'mAcc')}
     log(f'step {step}  val (T={t}) ' + '  '.join(f'{k} {100 * v:.2f}%' for k, v in
                                                  headline.items()))
@@ -177,45 +269,22 @@ def validate(model, optimizer, val_set, device, step, world, log, extra):
                        **{f'val_iou/{c}': v for c, v in scores['per_class'].items()
                           if not math.isnan(v)}})  # a class absent from val has none
     log.metrics(step=step, **{f'val_{k}': v for k, v in headline.items()})
-    if scores['mIoU'] > extra['best'].get('mIoU', -1):  # nan never wins
-        extra['best'] = {'step': step, 'mIoU': scores['mIoU']}
-        save('best.pth', model, optimizer, step, log, world, extra)
-        log(f'best.pth: val mIoU {100 * scores["mIoU"]:.2f}% at step {step}')
+    return scores
 
 
-def save_checkpoints(model, optimizer, step, world, log, extra):
-    """latest.pth every ITER_SAVE / 10 steps, step_<N>.pth every ITER_SAVE (and at the end)."""
-    every = max(1, settings.ITER_SAVE // 10)
-    if step % every and step % settings.ITER_SAVE and step != settings.ITER_MAX:
-        return
-    if step % settings.ITER_SAVE == 0:
-        save(f'step_{step}.pth', model, optimizer, step, log, world, extra)
-    save('latest.pth', model, optimizer, step, log, world, extra)
-    log.flush()  # TensorBoard holds every step up to the checkpoint
-
-
-def save(name, model, optimizer, step, log, world, extra):
+def save_checkpoint(name, model, optimizer, step, world, kept):
     """A checkpoint that holds everything to resume: weights and bases, optimizer, step, random
-    state, settings, the dataset's classes and palette. The losses and weights are checked to be
-    finite first (a diverged run keeps its last good checkpoint). Rank 0 writes it."""
-    losses(log)
+    state, settings, and `kept` (the dataset's classes and palette, the parent, the best). Its
+    weights are checked to be finite first (a diverged run keeps its last good checkpoint).
+    Rank 0 writes it."""
     floats = [t for t in model.state_dict().values() if t.is_floating_point()]
     if not torch.stack([torch.isfinite(t).all() for t in floats]).all():  # one host sync
         raise diverged(f'the weights became non-finite at step {step}')
-    if log.on:
+    if processes.rank_world()[0] == 0:
         rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state_all()}
         ckpt = {'net': model.state_dict(), 'step': step, 'optimizer': optimizer.state_dict(),
-                'rng': rng, 'settings': config.resolved(), 'world_size': world, **extra}
+                'rng': rng, 'settings': config.resolved(), 'world_size': world, **kept}
         checkpoints.save_atomic(ckpt, os.path.join(config.path(settings.MODEL_DIR), name))
-
-
-def losses(log):
-    """The mean of the losses since the last call (see runs.Log.losses); the run stops at the
-    first non-finite one, the finite ones before it in TensorBoard."""
-    mean, bad = log.losses()
-    if bad:
-        raise diverged(f'the loss became {bad[1]} at step {bad[0]}')
-    return mean
 
 
 def diverged(what):
@@ -225,7 +294,6 @@ def diverged(what):
     return config.UserError(f'{what}, so training stopped; lower LR (now {settings.LR}) or '
                             f'check the data; {kept}.')
 
-
 # ---------------------------------------------------------------------------- set-up
 
 
@@ -234,54 +302,69 @@ def latest_path():
 
 
 def hold_locks(rank):
-    """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see runs.lock; main releases them),
+    """Rank 0 holds MODEL_DIR and LOG_DIR while it runs (see outputs.lock; main releases them),
     then removes the temporary checkpoints of killed runs."""
     if rank == 0:
-        for key, name in runs.LOCKS.items():
-            runs.lock(key, name)
-        runs.remove_leftovers(config.path(settings.MODEL_DIR))
+        for key, name in outputs.LOCKS.items():
+            outputs.lock(key, name)
+        files.remove_leftovers(config.path(settings.MODEL_DIR))
 
 
 def resume_point(world):
-    """latest.pth of MODEL_DIR, checked to continue this recipe, or None for a new run (which
+    """latest.pth of MODEL_DIR, checked to continue this run, or None for a new run (which
     must not write over the checkpoints of an earlier one)."""
-    target = latest_path()
-    ckpt = checkpoints.latest(config.path(settings.MODEL_DIR), f'run `{clean_command()}` to '
-                                                               f'remove them')
+    ckpt = checkpoints.latest()
     if ckpt is not None:
-        recipe.check_resume(ckpt, target, f'run `{clean_command()}` to delete its '
-                                                 f'checkpoints and logs and start afresh')
+        check_resume(ckpt, latest_path())
     start = ckpt['step'] if ckpt else 0
-    starts = config.gather(start, world) if world > 1 else [start]
+    starts = processes.gather(start, world) if world > 1 else [start]
     if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
         raise config.UserError(f'the processes found different latest.pth files (steps '
                                f'{starts}); put MODEL_DIR on a shared folder.')
     return ckpt
 
 
-def start_log(rank, world, device, start, ckpt):
-    """The run's log (see runs.Log), its record written and its first lines: git state,
+def say_unused(given, ckpt, done):
+    """One line for each setting that cannot take effect in this run (config.no_effect); a
+    resume that would silently not fine-tune from the INIT_FROM given is refused."""
+    began = ckpt.get('init_from') if ckpt else None
+    if ckpt and settings.INIT_FROM and config.path(settings.INIT_FROM) != began:
+        raise config.UserError(
+            f'{latest_path()} is the latest.pth of a run that began from '
+            f'{began or "ImageNet weights or none"}, so INIT_FROM={settings.INIT_FROM} would not '
+            f'be read: pass another MODEL_DIR to fine-tune from it, or INIT_FROM= to resume.')
+    why = 'the run is finished' if done else 'the run resumes from latest.pth' if ckpt else None
+    config.no_effect({'INIT_FROM': settings.INIT_FROM} if settings.INIT_FROM else {}, {
+        'INIT_FROM': why and f'{why}, which began from it'})
+    config.no_effect(given, {
+        **{k: why for k in given if k in config.MID_RUN and k != 'INIT_FROM' and done},
+        'PRETRAINED': why or 'INIT_FROM gives the weights' * bool(settings.INIT_FROM),
+        'OHEM_THRESH': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),
+        'OHEM_MIN_KEPT': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),
+        'VAL_SPLIT': 'VAL_EVERY=0 never validates' * (settings.VAL_EVERY == 0)})
+
+
+def start_log(rank, world, device, start, init_from):
+    """The run's log (see records.Log), its record written and its first lines: git state,
     devices, versions, settings."""
     stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
-    session = runs.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
-                               '.json') if rank == 0 else None
-    log = runs.Log(rank, start, session)
+    session = files.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step{start}',
+                                '.json') if rank == 0 else None
+    log = records.Log(rank, start, session)
     devices = f'{world} x ' + (torch.cuda.get_device_name(device) if device.type == 'cuda' else
                                f'cpu ({torch.get_num_threads()} threads each)')
-    init_from = config.path(settings.INIT_FROM) if settings.INIT_FROM and not ckpt else None
-    log.init_from = ckpt.get('init_from') if ckpt else init_from  # the run's parent
-    record = runs.run_record(devices=devices, world_size=world, start_step=start,
-                             init_from=log.init_from, model_dir=config.path(settings.MODEL_DIR))
+    record = records.run_record(devices=devices, world_size=world, start_step=start,
+                                init_from=init_from, model_dir=config.path(settings.MODEL_DIR))
     if rank == 0:
-        runs.claim(log.dir, dict.fromkeys(['train.log', 'metrics.jsonl', session]))
-        runs.write_record(record, log.dir, session)
+        outputs.claim(log.dir, dict.fromkeys(['train.log', 'metrics.jsonl', session]))
+        records.write_record(record, log.dir, session)
     log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices {devices}, '
         + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
     log('settings: ' + ', '.join(f'{k}={config.short(v)}' for k, v in record['settings'].items()))
     return log
 
 
-def build(ckpt, world, device, log):
+def build(ckpt, init_from, world, device, log):
     """(model, optimizer, eager, net): EMANet with its weights (resumed, INIT_FROM, ImageNet or
     none), SyncBatchNorm across GPUs, SGD over the recipe's parameter groups, and the net to call
     (the model, in DDP over processes: `eager`; compiled too with COMPILE: `net`)."""
@@ -291,16 +374,20 @@ def build(ckpt, world, device, log):
     log(f'EMANet-{settings.N_LAYERS}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M '
         f'parameters')
     if ckpt:
-        infer.load_weights(model, ckpt['net'], latest_path(), f'train with the code that wrote '
-                           f'them, or run `{clean_command()}`')
+        with config.as_user_error(network.WeightsError, prefix=f'checkpoint {latest_path()} ',
+                                  fix=f'train with the code that wrote them, or run '
+                                      f'`{checkpoints.clean_command()}`'):
+            network.load_weights(model, ckpt['net'])
         was = ckpt.get('world_size', world)
         log(f'resuming from {latest_path()} at step {ckpt["step"]}' +
             (f' (written by {was} processes, now {world})' if was != world else ''))
-    elif log.init_from:
-        parent = checkpoints.load_checkpoint(log.init_from)
-        new = infer.load_weights(model, parent['net'], log.init_from, 'pass the model settings '
-                                 'it was trained with, or another INIT_FROM', True)
-        log(f'initialised from {log.init_from} (step {parent.get("step")})' +
+    elif init_from:
+        parent = checkpoints.load_checkpoint(init_from)
+        with config.as_user_error(network.WeightsError, prefix=f'checkpoint {init_from} ',
+                                  fix='pass the model settings it was trained with, or another '
+                                      'INIT_FROM'):
+            new = network.load_weights(model, parent['net'], head_may_differ=True)
+        log(f'initialised from {init_from} (step {parent.get("step")})' +
             (f'; {", ".join(new)} new for {settings.N_CLASSES} classes' if new else ''))
     elif settings.PRETRAINED:
         with config.as_user_error(network.WeightsError):
@@ -314,15 +401,19 @@ def build(ckpt, world, device, log):
     if cuda:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.SGD(recipe.param_groups(model), lr=settings.LR,
-                                momentum=settings.LR_MOM)
+    optimizer = torch.optim.SGD(get_params(model), lr=settings.LR, momentum=settings.LR_MOM)
     if ckpt:
         optimizer.load_state_dict(ckpt['optimizer'])
-        torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see train_step)
+        torch.set_rng_state(ckpt['rng']['torch'])  # each step reseeds anyway (see the loop)
     eager = model
-    if world > 1:  # every parameter that requires a gradient gets one (see EMAU.conv1)
-        eager = nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None,
-                                                    find_unused_parameters=False)
+    if world > 1:
+        # Every parameter that requires a gradient gets one (see EMAU.conv1). The buffers need
+        # no broadcast at every forward on GPUs: the bases are averaged over the processes
+        # inside the EMAU, and SyncBatchNorm's statistics are the global batch's on every one.
+        # On the CPU (no SyncBatchNorm) rank 0's BatchNorm statistics are broadcast.
+        eager = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if cuda else None, broadcast_buffers=not cuda,
+            gradient_as_bucket_view=True)
     net = eager
     if settings.COMPILE:
         torch._inductor.config.fallback_random = True  # dropout draws as eager (see the check)
@@ -352,7 +443,7 @@ def check_settings(world):
 
 def check_split(train_set):
     """A training split of at least one batch (the original drops each epoch's last incomplete
-    batch, and so does recipe.step_indices)."""
+    batch, and so does dataset.step_indices)."""
     n = len(train_set)
     if n < settings.BATCH_SIZE:
         raise config.UserError(f'the {settings.TRAIN_SPLIT} split holds {n} images, fewer than '
@@ -360,25 +451,18 @@ def check_split(train_set):
                                f'incomplete batch, dropped; pass BATCH_SIZE={n} or less.')
 
 
-def clean_command():
-    """The clean.sh command that removes this run's checkpoints and logs."""
-    return ' '.join(['sh clean.sh'] + [shlex.quote(f'{key}={config.path(getattr(settings, key))}')
-                                       for key in ('MODEL_DIR', 'LOG_DIR')])
-
-
 def check_compiled(eager, compiled, model, x, label):
     """One step's gradients through the compiled network against eager ones on the same batch
-    (the model's statistics and bases restored after): torch.compile has been seen to drop the
-    backward of the final upsample, which trains nothing with a finite loss. Returns the
-    relative difference, or stops with one sentence."""
+    (the model's statistics and bases restored after): torch.compile has been
+    seen to drop the backward of the final upsample, which trains nothing with a finite loss.
+    Both draw the same dropout masks (inductor's fallback_random draws as eager, from one
+    seed). Returns the relative difference, or stops with one sentence."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = []
     for net in (eager, compiled):
-        torch.manual_seed(0)  # the same dropout (inductor's fallback_random draws as eager)
-        with infer.autocast(x.device):
-            loss = recipe.loss_fn(net(x), label)
-        loss.backward()
+        torch.manual_seed(0)
+        net(x, label)[0].backward()
         grads.append([torch.zeros_like(p) if p.grad is None else p.grad.float() for _, p in params])
         model.zero_grad(set_to_none=True)
         model.load_state_dict(state)

@@ -1,18 +1,21 @@
 """Joint transforms of an image and its label, on HWC uint8 numpy arrays: the training
-augmentation (scale, pad, crop, flip) and the normalisation on the device. Not here: reading
-files (dataset.py) and the settings (given as arguments: no settings are read here).
+augmentation (scale, pad, crop, flip), and the arrays as tensors. Not here: reading files
+(dataset.py), the settings (given as arguments: no settings are read here) and the
+normalisation, which runs on the device (plumbing/inference.to_input, for training and
+evaluation).
 
 Every transform is `t(image, label, rng=None) -> (image, label)`: rng is a numpy Generator
 (a fresh unseeded one when None), parameters are given at construction. Images stay uint8
-until `normalize_batch` runs on the device (infer.to_input, for training and evaluation).
+until they reach the device.
 """
-import functools
 import math
 from fractions import Fraction
 
 import cv2
 import numpy as np
 import torch
+
+from plumbing.config import pair
 
 
 def _rng(rng):
@@ -45,16 +48,12 @@ class RandomScale:
         return scale(image, label, s)
 
 
-def _pair(size):
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-
-
 class PadTo:
     """Pad bottom/right to at least size (an int or (h, w)): image with `fill`, label with
     `ignore`."""
 
     def __init__(self, size, fill, ignore):
-        self.size, self.fill, self.ignore = _pair(size), fill, ignore
+        self.size, self.fill, self.ignore = pair(size), fill, ignore
 
     def __call__(self, image, label, rng=None):
         (h, w), (ch, cw) = label.shape, self.size
@@ -65,7 +64,7 @@ class RandomCrop:
     """A random window of size (an int or (h, w)); the input must be at least that large."""
 
     def __init__(self, size):
-        self.size = _pair(size)
+        self.size = pair(size)
 
     def __call__(self, image, label, rng=None):
         (h, w), (ch, cw) = label.shape, self.size
@@ -94,7 +93,7 @@ class RandomScaleCrop:
     pixels, but only the crop window is resized (2-3x less work at scales above 1)."""
 
     def __init__(self, scales, size, fill, ignore):
-        self.scales, self.size = tuple(float(s) for s in scales), _pair(size)
+        self.scales, self.size = tuple(float(s) for s in scales), pair(size)
         self.fill, self.ignore = fill, ignore
 
     def __call__(self, image, label, rng=None):
@@ -190,18 +189,3 @@ def to_tensors(image, label):
     out = torch.empty((image.shape[2], *image.shape[:2]), dtype=torch.uint8)
     cv2.split(_positive(image), [plane.numpy() for plane in out])  # HWC -> CHW, 3x numpy's speed
     return out, torch.from_numpy(np.ascontiguousarray(label, np.uint8))
-
-
-def normalize_batch(x, mean, std):
-    """uint8 images (..., 3, H, W) on any device -> float32 (x / 255 - mean) / std."""
-    m, s = _mean_std(tuple(mean), tuple(std), x.device)
-    return (x.float() - m) / s
-
-
-@functools.lru_cache(maxsize=8)
-def _mean_std(mean, std, device):
-    """255 * mean and 255 * std as (3, 1, 1) tensors on `device`, made once: building them
-    from Python numbers at every batch would copy them to the GPU and wait for it each time."""
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
-    return m.to(device), s.to(device)

@@ -1,6 +1,8 @@
-"""What the tests share: the project folder on sys.path, settings restored after every test (tests
-change settings the way KEY=VALUE overrides do), one thread per process, the tiny network and
-run every test uses, toy data, and the ways to run a script and read what it wrote."""
+"""What the tests share: the project folder on sys.path, one thread per process, the `given`
+fixture (settings applied as KEY=VALUE overrides would be, undone after the test), the tiny
+network and run every test uses, toy data, and the ways to run a script and read what it wrote.
+A test that leaves the settings changed fails (see pytest_runtest_teardown)."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import config  # noqa: E402
+from plumbing import config  # noqa: E402
 import settings  # noqa: E402
 
 # A tiny EMANet (a ResNet-18 with a small EM unit) for 5 classes: a forward takes milliseconds.
@@ -25,14 +27,28 @@ TINY_RUN = dict(CROP_SIZE=33, BATCH_SIZE=2, ITER_MAX=6, ITER_SAVE=10, LOG_EVERY=
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
-@pytest.fixture(autouse=True)
-def restore_settings():
-    saved = config.resolved()
-    yield
-    for key in set(config.resolved()) - set(saved):
-        delattr(settings, key)
-    for key, value in saved.items():
-        setattr(settings, key, value)
+AS_STARTED = config.resolved()  # settings.py as every test finds it
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """A test must leave the settings as it found them: changes go through `given` (or
+    config.applied), which undoes them."""
+    now = config.resolved()
+    changed = sorted(k for k in set(now) | set(AS_STARTED) if now.get(k, 0j) != AS_STARTED.get(k, 0j))
+    if changed:
+        config.apply(AS_STARTED)
+        for key in set(now) - set(AS_STARTED):
+            delattr(settings, key)
+        pytest.fail(f'{item.nodeid} left settings changed: {", ".join(changed)}')
+
+
+@pytest.fixture
+def given():
+    """config.apply, undone after the test: given(KEY=value, ...) sets settings as overrides
+    would."""
+    with config.applied():
+        yield lambda **values: config.apply(values)
 
 
 @pytest.fixture(autouse=True, scope='session')
@@ -75,30 +91,28 @@ class StandIn(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def use_tiny(**over):
-    """settings of the tiny network (TINY), then `over`."""
-    for key, value in {**TINY, **over}.items():
-        setattr(settings, key, value)
-
-
-def tiny_net(**over):
-    """The tiny network, its settings applied (see use_tiny), seeded."""
-    import network
-    use_tiny(**over)
-    torch.manual_seed(0)
-    return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+@pytest.fixture
+def use_tiny(given):
+    """use_tiny(**over): the settings of the tiny network (TINY), then `over` (see `given`)."""
+    return lambda **over: given(**{**TINY, **over})
 
 
 @pytest.fixture
-def net():
+def tiny_net(use_tiny):
+    """tiny_net(**over): the tiny network, its settings applied (see use_tiny), seeded."""
+    import network
+
+    def make(**over):
+        use_tiny(**over)
+        torch.manual_seed(0)
+        return network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
+    return make
+
+
+@pytest.fixture
+def net(tiny_net):
     """The tiny network in eval mode at output stride 8, 2 EM stages, 2 attention images."""
     return tiny_net(STRIDE=8, STAGE_NUM=2, ATTN_IMAGES=2).eval()
-
-
-def fresh_settings():
-    """settings.py as it is, as a new process starts (the tests' changes undone)."""
-    import importlib
-    importlib.reload(settings)
 
 
 def args(toy_root, tmp, **over):
@@ -125,17 +139,25 @@ def run_script(name, argv, torchrun=0, check=True, timeout=300):
 
 
 def run_main(main, argv, capsys):
-    """A script's main(argv) in this process, from settings.py as a new process starts:
-    (exit status, stdout, stderr)."""
-    fresh_settings()
+    """A script's main(argv) in this process, from settings.py as a new process starts (the
+    test's settings as they were after): (exit status, stdout, stderr)."""
     capsys.readouterr()
     try:
-        main(argv)
+        with as_in_a_new_process():
+            main(argv)
         code = 0
     except SystemExit as e:
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@contextlib.contextmanager
+def as_in_a_new_process():
+    """Inside, settings.py's values as a new process starts (the test's own applied on top of
+    them are back afterwards)."""
+    with config.applied(AS_STARTED):
+        yield
 
 
 def dead_pid():
@@ -174,3 +196,39 @@ def one_sentence(err, *parts):
     assert err.startswith('error: ') and err.count('\n') == 1, err
     for part in parts:
         assert part in err, err
+
+
+# ---------------------------------------------------------------------------- aligned pairs
+
+IGNORE = 255
+COLOURS = np.random.default_rng(1).integers(0, 256, (21, 3)).astype(np.uint8)
+
+
+def coded_pair(h=75, w=100, seed=0):
+    """A label of random blocks (classes 0..20) and 255 bands, nothing thinner than 5 px, and an
+    image whose colour encodes each pixel's class (COLOURS[class], black on 255)."""
+    rng = np.random.default_rng(seed)
+    coarse = np.zeros((h // 5, w // 5), np.uint8)
+    for _ in range(40):
+        y, x, bh, bw = rng.integers(0, h // 5), rng.integers(0, w // 5), *rng.integers(2, 5, 2)
+        coarse[y:y + bh, x:x + bw] = rng.integers(0, 21)
+    coarse[::4] = IGNORE
+    label = np.kron(coarse, np.ones((5, 5), np.uint8))
+    image = np.where((label == IGNORE)[..., None], 0, COLOURS[label % 21]).astype(np.uint8)
+    return image, label
+
+
+def decode(image):
+    """The class whose colour is nearest to each pixel."""
+    d = ((image[:, :, None].astype(int) - COLOURS[None, None].astype(int)) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def interior(label):
+    """Pixels whose 3x3 neighbourhood has one class (not the ignore value)."""
+    p = np.pad(label, 1, constant_values=IGNORE)  # the crop's edge is no interior
+    same = np.ones(label.shape, bool)
+    for dy in range(3):
+        for dx in range(3):
+            same &= p[dy:dy + label.shape[0], dx:dx + label.shape[1]] == label
+    return same & (label != IGNORE)

@@ -9,10 +9,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-import config
-from conftest import dead_pid
 import dataset
-import pictures
+from conftest import dead_pid
+from plumbing import config, pictures
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 

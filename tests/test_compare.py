@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import compare
-import records
 from conftest import args, run_main
 
 BASE = {'SEED': 0, 'LR': 0.009, 'STAGE_NUM': 3, 'SCALES': [0.5, 1.0], 'DATA_ROOT': '/data/voc',
@@ -53,7 +52,7 @@ def eval_result(log, ckpt, scores, split='val', mode='ss', stages=3, hexid='0a1b
     record = {'settings': {**BASE, **over}, 'git_sha': 'fedcba9876543210', 'git_dirty': True,
               'checkpoint': str(log.parent / 'models' / f'{ckpt}.pth'), 'step': 100, 'split': split,
               'mode': mode, 'stages': stages}
-    write(str(log / name), {**dict(zip(records.SCORES, scores)), 'fIoU': 0.5,
+    write(str(log / name), {**dict(zip(compare.SCORES, scores)), 'fIoU': 0.5,
                             'per_class': {}, 'record': record})
 
 
@@ -188,7 +187,7 @@ def test_resumed_run_later_step_wins(tmp_path, capsys):
             '{"step": 10, "lo')  # a killed write
     got, err = rows(capsys, folder)
     assert 'metrics.jsonl: 1 unreadable lines skipped' in err
-    run_ = records.read_folder(str(folder))
+    run_ = compare.read_folder(str(folder))
     assert run_['curves']['loss'] == {2: 0.5, 4: 0.25, 6: 0.25, 8: 0.2}
     assert run_['curves']['val_mIoU'] == {6: 0.3}
     assert got[0]['steps'] == 8 and got[0]['final_loss'] == 0.2
@@ -208,10 +207,10 @@ def test_old_format_records(tmp_path, capsys):
           'step 40/40  loss 0.9999  lr 1.000e-02  47.8 img/s  eta 0:00:00  peak mem -\n'
           'step 40/40  loss 0.5000  lr 1.000e-02  47.8 img/s  eta 0:00:00  peak mem -\n')
     for tag, scores in (('ss', (0.61, 0.91, 0.71)), ('ms0.5-0.75-1_flip_T2', (0.63, 0.93, 0.73))):
-        write(str(log / f'eval_step_40_{tag}.json'), dict(zip(records.SCORES, scores)))
+        write(str(log / f'eval_step_40_{tag}.json'), dict(zip(compare.SCORES, scores)))
         write(str(log / f'eval_step_40_{tag}_record.json'),
               {'settings': BASE, 'git_sha': 'abcdef0123', 'checkpoint': '/x/step_40.pth',
-               'step': 40, 'scores': dict(zip(records.SCORES, scores))})
+               'step': 40, 'scores': dict(zip(compare.SCORES, scores))})
     got, err = rows(capsys, log)
     assert err == ''
     row = got[0]
@@ -220,7 +219,7 @@ def test_old_format_records(tmp_path, capsys):
     assert row['step_40/val/ss/T3 mIoU'] == 0.61 and row['step_40/val/ss/T3 mAcc'] == 0.71
     assert row['step_40/val/ms0.5-0.75-1_flip/T2 pAcc'] == 0.93
     assert row['git_sha'] == 'abcdef0123' and row['git_dirty'] is True
-    assert records.read_folder(str(log))['curves']['val_mIoU'] == {20: pytest.approx(0.405)}
+    assert compare.read_folder(str(log))['curves']['val_mIoU'] == {20: pytest.approx(0.405)}
     out, _ = run(capsys, log)
     assert 'step_40 ms3_flip T2' in out and 'abcdef0 (dirty)' in out
 
@@ -309,7 +308,7 @@ def test_where_a_folder_was_made_from(tmp_path, capsys):
     out, _ = run(capsys, a, b)
     head = [c.strip() for c in out.splitlines()[0].split('|')[1:-1]]
     assert head[-2:] == ['git', 'from'] and '| emanet@0123456 (dirty) |' in out
-    assert records.read_folder(str(b))['results']  # not a result by itself
+    assert compare.read_folder(str(b))['results']  # not a result by itself
     fresh = experiment(tmp_path, 'fresh')
     write(str(fresh / 'logdir' / 'experiment.json'), {'source': '/x/src', 'git_sha': 'unknown'})
     got, _ = rows(capsys, fresh)
@@ -367,7 +366,7 @@ def test_end_to_end_two_seeds(tmp_path, toy_root, capsys):
             with open(os.path.join(log, name)) as f:
                 result = json.load(f)
             label = f'final/val/ss/T{result["record"]["stages"]}'
-            for score in records.SCORES:
+            for score in compare.SCORES:
                 assert row[f'{label} {score}'] == result[score]
                 assert got[2][f'{label} {score}'] == pytest.approx(
                     np.mean([r[f'{label} {score}'] for r in got[:2]]))

@@ -9,12 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import config
 import dataset
-import pictures
 import settings
 import toy
-from conftest import one_sentence, run_main
+from conftest import coded_pair, decode, interior, one_sentence, run_main
+from plumbing import config, pictures
 
 
 def tree_state(folder):
@@ -31,10 +30,10 @@ def tree_state(folder):
 # ---------------------------------------------------------------------------- datasets
 
 def use(root, crop=33):
-    settings.DATA_ROOT, settings.N_CLASSES, settings.CROP_SIZE = root, 5, crop
+    config.apply(dict(DATA_ROOT=root, N_CLASSES=5, CROP_SIZE=crop))
 
 
-def test_train_items_and_reproducible_augmentation(toy_root):
+def test_train_items_and_reproducible_augmentation(toy_root, given):
     use(toy_root)
     ds = dataset.TrainDataset()
     assert len(ds) == 24 and ds.ids[0] == 'toy_00000'
@@ -50,13 +49,13 @@ def test_train_items_and_reproducible_augmentation(toy_root):
                                          sampler=[9, 50, 3, 70, 11, 1, 2, 30])
     images = torch.cat([b[0] for b in loader])
     assert torch.equal(images, torch.stack([ds[i][0] for i in [9, 50, 3, 70, 11, 1, 2, 30]]))
-    settings.SEED = 1
+    given(SEED=1)
     assert not torch.equal(dataset.TrainDataset()[3][0], ds[3][0])
     with pytest.raises(IndexError):
         ds[-1]
 
 
-def test_val_items_are_whole_images_and_labels(toy_root):
+def test_val_items_are_whole_images_and_labels(toy_root, given):
     use(toy_root)
     ds = dataset.ValDataset()
     assert len(ds) == 8 and ds.ids[0] == 'toy_00024'
@@ -69,7 +68,7 @@ def test_val_items_are_whole_images_and_labels(toy_root):
         assert np.array_equal(label.numpy(), png)
 
 
-def test_non_square_crops(toy_root):
+def test_non_square_crops(toy_root, given):
     use(toy_root, crop=(25, 49))
     image, label = dataset.TrainDataset()[5]
     assert image.shape == (3, 25, 49) and label.shape == (25, 49)
@@ -93,15 +92,14 @@ def one_image_root(tmp_path, image=None, label=None, mode='P'):
     return str(tmp_path)
 
 
-def test_train_items_keep_image_and_label_aligned(tmp_path):
+def test_train_items_keep_image_and_label_aligned(tmp_path, given):
     """End to end (read, scale, pad, crop, flip, to tensors) on an image whose colour
     encodes its label, stored losslessly (OpenCV reads a PNG whatever its name)."""
-    from test_transforms import coded_pair, decode, interior
     image, label = coded_pair(60, 80)
     one_image_root(tmp_path, label=label)
     cv2.imwrite(str(tmp_path / 'JPEGImages/a.png'), image[..., ::-1])
     os.replace(tmp_path / 'JPEGImages/a.png', tmp_path / 'JPEGImages/a.jpg')
-    settings.CROP_SIZE, settings.N_CLASSES = 41, 21
+    given(CROP_SIZE=41, N_CLASSES=21)
     os.remove(tmp_path / 'classes.txt')
     ds = dataset.TrainDataset()
     for index in range(30):
@@ -111,7 +109,7 @@ def test_train_items_keep_image_and_label_aligned(tmp_path):
 
 
 @pytest.mark.parametrize('mode', ['P', 'L'])
-def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
+def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode, given):
     label = np.zeros((15, 20), np.uint8)
     label[5:, 3:9], label[0] = 4, 255
     one_image_root(tmp_path, label=label, mode=mode)
@@ -126,7 +124,7 @@ def test_palette_and_grayscale_labels_read_as_indices(tmp_path, mode):
     ('no_label', 'a.png cannot be read'),
     ('jpeg_label', 'a.png cannot be read'),
 ])
-def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
+def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match, given):
     root = one_image_root(tmp_path)
     png = os.path.join(root, 'SegmentationClassAug/a.png')
     jpg = os.path.join(root, 'JPEGImages/a.jpg')
@@ -147,8 +145,8 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match):
             ds[0]
 
 
-def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root):
-    settings.DATA_ROOT = str(tmp_path / 'nowhere')
+def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root, given):
+    given(DATA_ROOT=str(tmp_path / 'nowhere'))
     with pytest.raises(config.UserError, match='nowhere is not a folder.*python prepare.py NAME'):
         dataset.TrainDataset()
     with pytest.raises(config.UserError, match=r"train\.txt does not exist \(lists there: \['"
@@ -160,24 +158,31 @@ def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root):
 
 
 @pytest.mark.parametrize('what', ['bom', 'utf16', 'latin1'])
-def test_text_files_that_are_not_plain_utf8_are_one_sentence(tmp_path, what):
+def test_text_files_with_a_byte_order_mark_are_read_and_said_other_encodings_refused(
+        tmp_path, what, given, capsys):
     root = one_image_root(tmp_path)
     data = {'bom': b'\xef\xbb\xbfa\n', 'utf16': 'a\n'.encode('utf-16'),
             'latin1': 'caf\xe9\n'.encode('latin-1')}[what]
-    message = 'byte-order mark' if what != 'latin1' else 'is not UTF-8 text'
     lists = os.path.join(root, 'ImageSets/Segmentation')
     open(os.path.join(lists, 'val.txt'), 'wb').write(data)
-    with pytest.raises(config.UserError, match=f'list .*val.txt .*{message}'):
-        dataset.ValDataset()
-    open(os.path.join(lists, 'val.txt'), 'w').write('a\n')
-    open(os.path.join(root, 'classes.txt'), 'wb').write(data)
-    with pytest.raises(config.UserError, match=f'class list .*classes.txt .*{message}'):
-        dataset.ValDataset()
+    if what == 'latin1':
+        with pytest.raises(config.UserError, match='list .*val.txt is not UTF-8 text'):
+            dataset.ValDataset()
+        return
+    capsys.readouterr()
+    assert dataset.ValDataset().ids == ['a']
+    said = {'bom': 'it begins with a byte-order mark (skipped)',
+            'utf16': 'it is UTF-16 with a byte-order mark (read as such)'}[what]
+    assert capsys.readouterr().err == f'note: list {lists}/val.txt: {said}; every other line as ' \
+                                      f'written.\n'
+    open(os.path.join(root, 'classes.txt'), 'wb').write(('\n'.join(f'c{i}' for i in range(5)) +
+                                                          '\n').encode('utf-16'))
+    assert dataset.ValDataset().classes == ['c0', 'c1', 'c2', 'c3', 'c4']
 
 
-def test_class_count_is_checked_when_a_dataset_opens(toy_root):
+def test_class_count_is_checked_when_a_dataset_opens(toy_root, given):
     use(toy_root)
-    settings.N_CLASSES = 21  # the default, with 5-class toy data: train.py and eval.py refuse
+    given(N_CLASSES=21)  # the default, with 5-class toy data: train.py and eval.py refuse
     for make in (dataset.TrainDataset, dataset.ValDataset):
         with pytest.raises(config.UserError, match='classes.txt names 5 classes but '
                                                    'N_CLASSES=21; set N_CLASSES=5'):
@@ -206,15 +211,15 @@ def test_image_formats_become_rgb(tmp_path):
 
 # ---------------------------------------------------------------------------- classes, toy
 
-def test_class_names_palette_and_colorize(toy_root, tmp_path):
-    settings.DATA_ROOT, settings.N_CLASSES = toy_root, 5
+def test_class_names_palette_and_colorize(toy_root, tmp_path, given):
+    given(DATA_ROOT=toy_root, N_CLASSES=5)
     assert dataset.class_names() == ['background', 'disk', 'bar', 'triangle', 'cross']
-    settings.N_CLASSES = 6
+    given(N_CLASSES=6)
     with pytest.raises(config.UserError, match='classes.txt names 5 classes but N_CLASSES=6'):
         dataset.class_names()
-    settings.DATA_ROOT = '/nonexistent'
+    given(DATA_ROOT='/nonexistent')
     assert dataset.class_names()[5] == 'class_5'
-    settings.N_CLASSES = 21
+    given(N_CLASSES=21)
     assert dataset.class_names()[15] == 'person'
     pal = dataset.palette()
     assert len(pal) == 768 and pal[3:9] == [128, 0, 0, 0, 128, 0] and pal[-3:] == [224, 224, 192]
@@ -243,7 +248,17 @@ def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
     assert digests[0] == digests[1] != digests[2]
     with pytest.raises(config.UserError, match='already holds other files'):
         toy.make_toy(str(tmp_path), n_train=1, n_val=1)
-    assert toy.make_toy(b, seed=5, n_train=3, n_val=2, size=(100, 128))['CROP_SIZE'] == 129
+    before = tree_state(b)
+    with pytest.raises(config.UserError, match=r'b holds toy data made with --seed 5 --train 3 '
+                                               r'--val 2 --size 48 56, which other arguments '
+                                               r'would replace; give those arguments, or a new '
+                                               r'folder for --seed 5 --train 3 --val 2 --size '
+                                               r'100 128\.'):
+        toy.make_toy(b, seed=5, n_train=3, n_val=2, size=(100, 128))
+    assert tree_state(b) == before  # not a file written
+    toy.make_toy(b, seed=5, n_train=3, n_val=2)  # the same arguments: the same files again
+    assert {k: v[0] for k, v in tree_state(b).items()} == digests[0]
+    assert toy.make_toy(c + '2', seed=5, n_train=3, n_val=2, size=(100, 128))['CROP_SIZE'] == 129
     # every class appears, borders are 255, and the mean colour of an object says little:
     # class centroids of object colours fitted on 100 images classify 100 others near chance
     means, classes = [], []
@@ -290,7 +305,7 @@ def test_toy_into_a_folder_it_cannot_write_is_one_sentence(tmp_path, monkeypatch
         toy.make_toy(str(tmp_path / 'ro'), n_train=1, n_val=1)
 
 
-def test_check_reports_classes_and_problems(tmp_path, capfd):
+def test_check_reports_classes_and_problems(tmp_path, capfd, given):
     root = tmp_path / 'd'
     toy.make_toy(str(root), seed=0, n_train=6, n_val=3)
     labels = [np.asarray(Image.open(root / 'SegmentationClassAug' / f'toy_{i:05d}.png'))
@@ -319,7 +334,7 @@ def test_check_reports_classes_and_problems(tmp_path, capfd):
     out = capfd.readouterr().out
     assert 'val: 3 ids, labelled, 2 with problems' in out and '3 problem(s)' in out
     assert 'toy_00008 is listed more than once in val.txt (it would count twice)' in out
-    settings.DATA_ROOT, settings.N_CLASSES = str(root), 5  # training and evaluation refuse it
+    given(DATA_ROOT=str(root), N_CLASSES=5)  # training and evaluation refuse it
     with pytest.raises(config.UserError, match=r'val.txt names toy_00008 more than once \(1 '
                                                r'ids so\); an image listed twice would count '
                                                r'twice, so remove the repeats\.'):

@@ -11,20 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
-import config
 import eval as evaluation
-import infer
 import network
-import pictures
 from conftest import StandIn as Items
-from conftest import (TINY, as_args, fresh_settings, one_sentence, run_main, tensorboard_events,
-                      tiny_net, use_tiny)
+from conftest import TINY, as_args, as_in_a_new_process, one_sentence, run_main, tensorboard_events
+from plumbing import checkpoints, config, inference, pictures
 
 
 def test_the_table_and_the_json_of_scores():
     conf = [[5, 1, 0], [2, 0, 0], [0, 0, 0]]  # class c2 in neither labels nor predictions
-    s = infer.scores(conf, names=['c0', 'c1', 'c2'])
+    s = inference.scores(conf, names=['c0', 'c1', 'c2'])
     assert math.isnan(s['per_class']['c2']) and s['per_class']['c1'] == 0
     written = json.loads(json.dumps(evaluation.without_nan(s), allow_nan=False))
     assert written['per_class'] == {'c0': 5 / 8, 'c1': 0.0, 'c2': None}  # nan as null
@@ -35,9 +31,9 @@ def test_the_table_and_the_json_of_scores():
     note = ('no labelled pixels in this split: c2 (IoU 0 where predicted, counted in mIoU; - '
             'where not, left out)')
     assert lines[5:] == [note]  # why the mean is what it is
-    assert evaluation.table(infer.scores([[5, 1], [2, 3]])).count('\n') == 3  # all labelled
+    assert evaluation.table(inference.scores([[5, 1], [2, 3]])).count('\n') == 3  # all labelled
     conf = [[5, 1, 1], [2, 0, 0], [0, 0, 0]]  # c2 predicted, never labelled: IoU 0 in the mean
-    s = infer.scores(conf, names=['c0', 'c1', 'c2'])
+    s = inference.scores(conf, names=['c0', 'c1', 'c2'])
     assert s['per_class']['c2'] == 0 and s['mIoU'] == pytest.approx((5 / 9 + 0 + 0) / 3)
     assert s['unlabelled_classes'] == ['c2'] and evaluation.table(s).splitlines()[5] == note
 
@@ -71,7 +67,7 @@ def test_confusion_picture_and_the_pairs_confused_most():
 
 # ---------------------------------------------------------------------------- the script
 
-def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsys):
+def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsys, tiny_net):
     state = tiny_net(STAGE_NUM=2, DATA_ROOT=toy_root).state_dict()
     checkpoints.save_atomic({'net': state, 'step': 7, 'settings': config.resolved(),
                              'optimizer': {}}, str(tmp_path / 'final.pth'))
@@ -81,7 +77,7 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
                                                 'SAVE_PRED=True'] + common, capsys)
     assert code == 0, err  # model settings and DATA_ROOT (no folder in settings.py) ...
     assert 'N_LAYERS=18' in out and f'DATA_ROOT={toy_root}' in out  # ... from the checkpoint
-    name = f'eval_{infer.checkpoint_id(str(tmp_path / "final.pth"))}_val_ss_T2'
+    name = f'eval_{checkpoints.checkpoint_id(str(tmp_path / "final.pth"))}_val_ss_T2'
     assert 'mIoU' in out and f'{tmp_path}/a/{name}.json' in out
     full = json.load(open(tmp_path / 'a' / f'{name}.json'))
     common.append(f'DATA_ROOT={toy_root}')
@@ -90,10 +86,11 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
                                               f'LOG_DIR={tmp_path}/b'] + common, capsys)
     assert code == 2  # the original form takes settings.py's model: it does not fit
     one_sentence(err, 'original.pth does not fit', 'N_LAYERS=18 by its weights')
-    model = as_args({k: v for k, v in TINY.items() if k in infer.MODEL_KEYS}) + ['STAGE_NUM=2']
-    fresh_settings()
-    original = evaluation.main([str(tmp_path / 'original.pth'), f'LOG_DIR={tmp_path}/b'] + model
-                               + common)
+    model = as_args({k: v for k, v in TINY.items() if k in (
+        'N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'EMA_CHANNELS', 'N_BASES')}) + ['STAGE_NUM=2']
+    with as_in_a_new_process():
+        original = evaluation.main([str(tmp_path / 'original.pth'), f'LOG_DIR={tmp_path}/b'] +
+                                   model + common)
     assert original['confusion'] == full['confusion'] and original['mIoU'] == full['mIoU']
 
     assert set(full) >= {'mIoU', 'pAcc', 'mAcc', 'fIoU', 'per_class', 'confused_most'}
@@ -111,7 +108,7 @@ def test_both_checkpoint_forms_load_and_score_the_same(toy_root, tmp_path, capsy
     assert [e.value for e in tb.Scalars('eval_ss_T2/mIoU')] == [pytest.approx(full['mIoU'])]
 
 
-def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path):
+def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path, use_tiny):
     use_tiny(STAGE_NUM=2, DATA_ROOT=toy_root)
     for folder, seed in (('a', 0), ('b', 1)):
         torch.manual_seed(seed)
@@ -131,7 +128,7 @@ def test_results_of_two_checkpoints_of_one_name_are_both_kept(toy_root, tmp_path
 
 
 def test_a_checkpoint_scored_with_other_settings_gets_its_own_results(toy_root, tmp_path,
-                                                                      capsys):
+                                                                      capsys, tiny_net):
     """Trained at stride 16 and scored at 8 (the paper's ablation), or on other data: said, and
     written beside the plain evaluation, never over it; a checkpoint recording a value this code
     does not take is named as the checkpoint's."""

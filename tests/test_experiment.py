@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-import config
 import experiment
 import settings
-from conftest import ENV, TINY, TINY_RUN, one_sentence, run_main, tiny_net
+from conftest import ENV, TINY, TINY_RUN, one_sentence, run_main
+from plumbing import config
 
 WEIGHTS = os.path.join('models', 'resnet18-tiny.pth')
 GIT = ['git', '-c', 'user.name=test', '-c', 'user.email=test@example.com', '-c',
@@ -40,13 +40,10 @@ def source(tmp_path_factory):
     config.set_in_settings_file(os.path.join(src, 'settings.py'), {
         **TINY, **TINY_RUN, 'ITER_MAX': 4, 'DATA_ROOT': './toy/data', 'PRETRAINED': f'./{WEIGHTS}'})
     toy.make_toy(os.path.join(src, 'toy', 'data'), n_train=16, n_val=4)
-    saved = config.resolved()
-    try:
-        extractor = tiny_net().extractor.state_dict()
-        weights = {network.imagenet_name(k): v for k, v in extractor.items()}
-    finally:
-        for key, value in saved.items():
-            setattr(settings, key, value)
+    with config.applied(TINY):
+        torch.manual_seed(0)
+        extractor = network.EMANet(settings.N_CLASSES, settings.N_LAYERS).extractor.state_dict()
+    weights = {network.imagenet_name(k): v for k, v in extractor.items()}
     torch.save(weights, os.path.join(src, WEIGHTS))
     with open(os.path.join(src, 'models', 'latest.pth'), 'w') as f:
         f.write('an earlier run')

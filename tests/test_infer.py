@@ -1,4 +1,4 @@
-"""infer.py, the one inference path: scores against brute force, multi-scale + flip and windows,
+"""plumbing/inference.py, the one inference path: scores against brute force, multi-scale + flip and windows,
 padding to the output stride, EM-stage sweeps, two processes, checkpoints into networks."""
 import os
 
@@ -10,13 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-import checkpoints
-import config
-import infer
 import network
 import settings
-import transforms
 from conftest import StandIn as Items
+from plumbing import checkpoints, config, inference
 
 N = 5  # classes of the tiny network
 
@@ -26,7 +23,7 @@ def padded_forward(net, image):
     forward, crop back; softmax."""
     h, w = image.shape[-2:]
     s = settings.STRIDE
-    x = transforms.normalize_batch(image[None], settings.MEAN, settings.STD)
+    x = inference.to_input(image[None])
     x = F.pad(x, (0, (1 - w) % s, 0, (1 - h) % s))
     with torch.no_grad():
         return F.softmax(net(x), 1)[:, :, :h, :w]
@@ -39,13 +36,13 @@ def test_scores_match_a_brute_force_count():
     n = 6  # class 4 appears in neither the labels nor the predictions, class 5 only in labels
     label = rng.choice([0, 1, 2, 3, 5, 255], size=(37, 23))
     pred = rng.choice([0, 1, 2, 3], size=(37, 23))
-    conf = infer.confusion(torch.from_numpy(pred), torch.from_numpy(label), n, 255)
+    conf = inference.confusion(torch.from_numpy(pred), torch.from_numpy(label), n, 255)
     brute = np.zeros((n, n), np.int64)
     for p, t in zip(pred.ravel(), label.ravel()):
         if t != 255:
             brute[t, p] += 1
     assert conf.tolist() == brute.tolist()
-    s = infer.scores(conf, names=[f'c{i}' for i in range(n)])
+    s = inference.scores(conf, names=[f'c{i}' for i in range(n)])
     valid = label != 255
     ious, accs = [], []
     for c in range(n):
@@ -66,10 +63,10 @@ def test_scores_match_a_brute_force_count():
 
 # ---------------------------------------------------------------------------- inference
 
-def test_scale_one_without_flip_is_the_padded_forward(net):
+def test_scale_one_without_flip_is_the_padded_forward(net, given):
     image = Items()[1][0]
-    settings.EVAL_SCALES, settings.EVAL_FLIP = (1.0,), False
-    assert torch.equal(infer.infer(net, image), padded_forward(net, image))
+    given(EVAL_SCALES=(1.0,), EVAL_FLIP=False)
+    assert torch.equal(inference.infer(net, image), padded_forward(net, image))
 
 
 class Fake(nn.Module):
@@ -106,26 +103,26 @@ class Pointwise(Fake):
         return torch.cat([x[:, :1] - x[:, 1:2], x[:, 2:]], 1)
 
 
-def test_flip_averages_the_mirrored_prediction():
+def test_flip_averages_the_mirrored_prediction(given):
     image = torch.randint(0, 256, (3, 9, 17), dtype=torch.uint8)
-    settings.EVAL_SCALES, settings.EVAL_FLIP, settings.STRIDE = (1.0,), True, 8
-    prob = infer.infer(Ramp(), image)
+    given(EVAL_SCALES=(1.0,), EVAL_FLIP=True, STRIDE=8)
+    prob = inference.infer(Ramp(), image)
     col = torch.arange(17.)
     # the net sees 17 columns (1 modulo 8): the mirrored ramp of those 17
     expected = (torch.sigmoid(2 * col) + torch.sigmoid(2 * col.flip(0))) / 2
     assert torch.allclose(prob[0, 0], expected.expand(9, 17), atol=1e-6)
-    flipped = infer.infer(Pointwise(), image)
-    settings.EVAL_FLIP = False
-    assert torch.allclose(infer.infer(Pointwise(), image), flipped, atol=1e-6)
+    flipped = inference.infer(Pointwise(), image)
+    given(EVAL_FLIP=False)
+    assert torch.allclose(inference.infer(Pointwise(), image), flipped, atol=1e-6)
 
 
 @pytest.mark.parametrize('stride', [8, 16])
-def test_inputs_are_1_modulo_the_output_stride_at_every_scale(stride):
-    settings.STRIDE, settings.EVAL_SCALES, settings.EVAL_FLIP = stride, (0.5, 1.0, 1.75), True
+def test_inputs_are_1_modulo_the_output_stride_at_every_scale(stride, given):
+    given(STRIDE=stride, EVAL_SCALES=(0.5, 1.0, 1.75), EVAL_FLIP=True)
     fake = Pointwise()
     for h, w in [(20, 30), (375, 500), (9, 41)]:
         fake.sizes.clear()
-        prob = infer.infer(fake, torch.zeros(3, h, w, dtype=torch.uint8))
+        prob = inference.infer(fake, torch.zeros(3, h, w, dtype=torch.uint8))
         assert prob.shape == (1, 2, h, w) and len(fake.sizes) == 6
         assert all(n % stride == 1 for size in fake.sizes for n in size), fake.sizes
         assert fake.sizes[2] == (h + (1 - h) % stride, w + (1 - w) % stride)  # scale 1: padded
@@ -133,45 +130,45 @@ def test_inputs_are_1_modulo_the_output_stride_at_every_scale(stride):
                                       for n in (h, w))
 
 
-def test_other_scales_give_full_size_probabilities(net):
+def test_other_scales_give_full_size_probabilities(net, given):
     image = Items()[0][0]  # 20 x 30
-    settings.EVAL_SCALES, settings.EVAL_FLIP = (0.5, 0.75, 1.25, 1.75), True
-    prob = infer.infer(net, image)
+    given(EVAL_SCALES=(0.5, 0.75, 1.25, 1.75), EVAL_FLIP=True)
+    prob = inference.infer(net, image)
     assert prob.shape == (1, N, 20, 30) and prob.dtype == torch.float32
     assert torch.allclose(prob.sum(1), torch.ones(1, 20, 30), atol=1e-5)
     flat = torch.full((3, 25, 33), 90, dtype=torch.uint8)  # a flat image: every scale agrees
-    settings.EVAL_SCALES = (1.0,)
-    single = infer.infer(Pointwise(), flat)
-    settings.EVAL_SCALES = (0.5, 1.5)
-    assert torch.allclose(infer.infer(Pointwise(), flat), single, atol=1e-6)
+    given(EVAL_SCALES=(1.0,))
+    single = inference.infer(Pointwise(), flat)
+    given(EVAL_SCALES=(0.5, 1.5))
+    assert torch.allclose(inference.infer(Pointwise(), flat), single, atol=1e-6)
 
 
-def test_slide_equals_whole_for_one_window_and_averages_overlaps(net):
+def test_slide_equals_whole_for_one_window_and_averages_overlaps(net, given):
     image = Items(sizes=((40, 57),))[0][0]
-    settings.EVAL_SCALES, settings.EVAL_FLIP = (1.0, 0.75), True
-    whole = infer.infer(net, image)
-    settings.EVAL_MODE, settings.SLIDE_CROP, settings.SLIDE_STEP = 'slide', 57, 40
-    assert torch.equal(infer.infer(net, image), whole)  # one window holds the image at each scale
-    settings.SLIDE_CROP, settings.SLIDE_STEP = 25, 16
+    given(EVAL_SCALES=(1.0, 0.75), EVAL_FLIP=True)
+    whole = inference.infer(net, image)
+    given(EVAL_MODE='slide', SLIDE_CROP=57, SLIDE_STEP=40)
+    assert torch.equal(inference.infer(net, image), whole)  # one window holds the image at each scale
+    given(SLIDE_CROP=25, SLIDE_STEP=16)
     fake = Pointwise()
-    slid = infer.infer(fake, image)  # windows at 0, 15 (rows) and 0, 16, 32 (columns) ...
+    slid = inference.infer(fake, image)  # windows at 0, 15 (rows) and 0, 16, 32 (columns) ...
     assert (25, 25) in fake.sizes and len(fake.sizes) == 2 * (2 * 3 + 2 * 2)
-    settings.EVAL_MODE = 'whole'
-    assert torch.allclose(slid, infer.infer(Pointwise(), image), atol=1e-6)  # ... averaged
-    settings.EVAL_MODE = 'slide'
-    prob = infer.infer(net, image)
+    given(EVAL_MODE='whole')
+    assert torch.allclose(slid, inference.infer(Pointwise(), image), atol=1e-6)  # ... averaged
+    given(EVAL_MODE='slide')
+    prob = inference.infer(net, image)
     assert prob.shape == whole.shape and torch.allclose(prob.sum(1), torch.ones(1), atol=1e-5)
     assert not torch.allclose(prob, whole, atol=1e-3)  # the windows see less context
 
 
-def test_stage_sweep_equals_separate_runs(net, tmp_path):
+def test_stage_sweep_equals_separate_runs(net, tmp_path, given):
     data = Items()
-    settings.STAGE_NUM_EVAL = (1, 2, 4)
-    swept = infer.validate(net, data, torch.device('cpu'), {2: str(tmp_path)})
+    given(STAGE_NUM_EVAL=(1, 2, 4))
+    swept = inference.validate(net, data, torch.device('cpu'), network.stage_counts(), {2: str(tmp_path)})
     assert list(swept) == [1, 2, 4]
     for t in (1, 2, 4):
-        settings.STAGE_NUM_EVAL = t
-        one = infer.validate(net, data, torch.device('cpu'))[t]
+        given(STAGE_NUM_EVAL=t)
+        one = inference.validate(net, data, torch.device('cpu'), network.stage_counts())[t]
         assert one['confusion'] == swept[t]['confusion'] and one['mIoU'] == swept[t]['mIoU']
     assert sorted(os.listdir(tmp_path)) == ['img0.png', 'img1.png', 'img2.png']
 
@@ -183,14 +180,14 @@ def test_an_image_too_large_for_memory_is_one_sentence(net, monkeypatch):
     monkeypatch.setattr(net, 'features', full)
     with pytest.raises(config.UserError, match=r'big.jpg at scale 1.0 \(30x20 pixels\) does '
                                                r'not fit in memory; pass EVAL_MODE=slide'):
-        infer.infer(net, Items()[0][0], name='big.jpg')
+        inference.infer(net, Items()[0][0], name='big.jpg')
 
 
 def test_validate_scores_saves_pngs_and_restores_train_mode(net, tmp_path):
     data = Items()
     net.train()
     torch.backends.cudnn.benchmark = True
-    result = infer.validate(net, data, torch.device('cpu'), {2: str(tmp_path)})[2]
+    result = inference.validate(net, data, torch.device('cpu'), network.stage_counts(), {2: str(tmp_path)})[2]
     assert net.training and torch.backends.cudnn.benchmark  # as they were
     torch.backends.cudnn.benchmark = False
     conf = torch.zeros(N, N, dtype=torch.int64)
@@ -199,29 +196,28 @@ def test_validate_scores_saves_pngs_and_restores_train_mode(net, tmp_path):
         assert png.mode == 'P' and png.getpalette()[3:6] == [128, 0, 0]
         pred = torch.from_numpy(np.array(png)).long()
         assert torch.equal(pred, padded_forward(net.eval(), image)[0].argmax(0))
-        conf += infer.confusion(pred, label, N, 255)
+        conf += inference.confusion(pred, label, N, 255)
     assert result['confusion'] == conf.tolist()
-    assert result['mIoU'] == infer.scores(conf)['mIoU']
+    assert result['mIoU'] == inference.scores(conf)['mIoU']
 
 
 def _worker(rank, world, values, state, init, out):
-    for key, value in values.items():  # a spawned process starts from settings.py
-        setattr(settings, key, value)
+    config.apply(values)  # a spawned process starts from settings.py
     torch.set_num_threads(1)
     torch.distributed.init_process_group('gloo', init_method=f'file://{init}', rank=rank,
                                          world_size=world)
     net = network.EMANet(N, 18)
     net.load_state_dict(state)
     net = nn.parallel.DistributedDataParallel(net)  # as train.py passes it; 2 + 1 images
-    result = infer.validate(net, Items(), torch.device('cpu'))[2]
+    result = inference.validate(net, Items(), torch.device('cpu'), network.stage_counts())[2]
     assert net.training
     torch.save(result, f'{out}.{rank}')
     torch.distributed.destroy_process_group()
 
 
-def test_two_processes_give_the_numbers_of_one(net, tmp_path):
-    settings.EVAL_SCALES, settings.EVAL_FLIP = (0.75, 1.0), True
-    one = infer.validate(net, Items(), torch.device('cpu'))[2]
+def test_two_processes_give_the_numbers_of_one(net, tmp_path, given):
+    given(EVAL_SCALES=(0.75, 1.0), EVAL_FLIP=True)
+    one = inference.validate(net, Items(), torch.device('cpu'), network.stage_counts())[2]
     args = (2, config.resolved(), net.state_dict(), tmp_path / 'init', tmp_path / 'out')
     mp.spawn(_worker, args=args, nprocs=2)
     for rank in range(2):
@@ -229,15 +225,16 @@ def test_two_processes_give_the_numbers_of_one(net, tmp_path):
         assert two['confusion'] == one['confusion'] and two['mIoU'] == one['mIoU']
 
 
-def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
+def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path, given):
     state = {f'module.{k}': v for k, v in net.state_dict().items()
              if not k.endswith('num_batches_tracked')}  # DataParallel, PyTorch < 0.4.1
     checkpoints.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
                        str(tmp_path / 'a.pth'))
-    settings.STRIDE, settings.N_LAYERS = 16, 50
-    loaded, info = infer.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), keep={'STRIDE'})
+    given(STRIDE=16, N_LAYERS=50)
+    loaded, info = inference.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), network,
+                                      keep={'STRIDE'})
     assert info['step'] is None and settings.N_LAYERS == 18 and settings.STRIDE == 16
-    assert info['classes'] == list('abcd') and len(info['palette']) == 768
+    assert info['classes'] == list('abcd') and 'palette' not in info  # eval.py: DATA_ROOT's
     assert not loaded.training and loaded.extractor[6][0].conv1.stride == (2, 2)
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, net.state_dict()[key])
@@ -251,7 +248,7 @@ def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path):
     ('junk', r'cannot be read \(.*\); it is not a complete torch checkpoint: give a .pth'),
     ('palette', r"holds a malformed 'palette' \(not a list as train.py writes it"),
 ])
-def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
+def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message, given):
     target = tmp_path / {'missing': 'nothing.pth', 'empty': 'empty.pth'}.get(problem, 'x.pth')
     if problem == 'empty':
         target.write_bytes(b'')
@@ -266,6 +263,6 @@ def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message):
         state['fc2.weight'][1, 3] = float('nan')  # one weight: it would score silently wrong
         checkpoints.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
     with pytest.raises(config.UserError, match=message):
-        infer.load_net(str(target), torch.device('cpu'))
+        inference.load_net(str(target), torch.device('cpu'), network)
 
 

@@ -8,11 +8,10 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-import checkpoints
-import config
 import network
 import settings
-from conftest import use_tiny
+from conftest import TINY
+from plumbing import checkpoints, config
 
 # The key lists of the original code's state dicts (from the project's reference notes).
 REFERENCE = os.path.join(os.path.dirname(__file__), 'data')
@@ -120,7 +119,7 @@ def test_two_processes_end_with_identical_bases(tmp_path):
 # ---------------------------------------------------------------------------- EMANet
 
 
-def test_gradients_reach_head_and_backbone_but_not_the_em_path():
+def test_gradients_reach_head_and_backbone_but_not_the_em_path(use_tiny):
     use_tiny(STRIDE=8)
     torch.manual_seed(0)
     net = network.EMANet(3, 18).train()
@@ -136,7 +135,7 @@ def test_gradients_reach_head_and_backbone_but_not_the_em_path():
 
 
 @pytest.mark.parametrize('stride,stem', [(8, 'torchvision'), (16, 'deep')])
-def test_output_shapes_on_odd_sizes(stride, stem):
+def test_output_shapes_on_odd_sizes(stride, stem, use_tiny):
     use_tiny(STRIDE=stride, STEM=stem)
     net = network.EMANet(5, 18).eval()
     x = torch.randn(2, 3, 45, 61)
@@ -148,7 +147,7 @@ def test_output_shapes_on_odd_sizes(stride, stem):
     assert torch.equal(net(x), logits)  # eval is deterministic and leaves the bases alone
 
 
-def test_dilations_follow_the_multi_grid():
+def test_dilations_follow_the_multi_grid(use_tiny):
     use_tiny(STRIDE=8, STEM='deep')
     net = network.EMANet(21, 50)
     layer3, layer4 = net.extractor[6], net.extractor[7]
@@ -175,12 +174,9 @@ def read_tsv(name):
 @pytest.fixture(scope='module')
 def resnet101():
     """EMANet-101 with the original's settings (built once: its init takes a while)."""
-    saved = config.resolved()
-    use_tiny(STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21, N_LAYERS=101)
-    net = network.EMANet(21, 101)
-    for key, value in saved.items():
-        setattr(settings, key, value)
-    return net
+    with config.applied({**TINY, 'STRIDE': 8, 'STEM': 'deep', 'EMA_CHANNELS': 512,
+                         'N_BASES': 64, 'N_CLASSES': 21, 'N_LAYERS': 101}):
+        return network.EMANet(21, 101)
 
 
 def test_original_emanet101_state_dict_loads_strictly(resnet101):
@@ -194,7 +190,7 @@ def test_original_emanet101_state_dict_loads_strictly(resnet101):
         resnet101.emau.mu.zero_()
 
 
-def test_original_emanet50_key_list_matches():
+def test_original_emanet50_key_list_matches(use_tiny):
     use_tiny(STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64)
     net = network.EMANet(21, 50)
     state = read_tsv('original_emanet50_state_dict.tsv')
@@ -230,7 +226,7 @@ def imagenet_file(tmp_path, net, drop_counter=False, **edits):
 
 
 @pytest.mark.parametrize('stem,drop_counter', [('deep', False), ('torchvision', True)])
-def test_imagenet_loads_in_full(tmp_path, stem, drop_counter):
+def test_imagenet_loads_in_full(tmp_path, stem, drop_counter, use_tiny):
     use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, state = imagenet_file(tmp_path, net, drop_counter)
@@ -250,7 +246,7 @@ def test_imagenet_loads_in_full(tmp_path, stem, drop_counter):
     ('deep', {'layer4__1__bn2__bias': torch.zeros(3)}, "'layer4.1.bn2.bias' has shape (3,)"),
     ('deep', {'layer3__9__conv1__weight': torch.zeros(1)}, "first: 'layer3.9.conv1.weight'"),
 ])
-def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message):
+def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message, use_tiny):
     use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, _ = imagenet_file(tmp_path, net, **edit)
@@ -260,7 +256,7 @@ def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
 
 
-def test_imagenet_stem_mismatch_and_missing_file(tmp_path):
+def test_imagenet_stem_mismatch_and_missing_file(tmp_path, use_tiny):
     use_tiny(STRIDE=8, STEM='torchvision')
     path, _ = imagenet_file(tmp_path, network.EMANet(21, 18))
     use_tiny(STRIDE=8, STEM='deep')
@@ -271,7 +267,7 @@ def test_imagenet_stem_mismatch_and_missing_file(tmp_path):
         network.load_imagenet(network.EMANet(21, 18), str(tmp_path / 'nothing.pth'))
 
 
-def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast():
+def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast(use_tiny):
     use_tiny(STRIDE=8, STAGE_NUM_EVAL=2)
     torch.manual_seed(0)
     net = network.EMANet(3, 18).eval()
@@ -288,20 +284,24 @@ def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast():
     assert small.dtype == torch.bfloat16 and logits.dtype == torch.float32  # upsampled in fp32
 
 
-def test_load_weights_fits_or_says_why(tmp_path):
+def test_load_weights_fits_or_says_why(tmp_path, use_tiny):
     use_tiny(STRIDE=8)
     torch.manual_seed(0)
     source = network.EMANet(5, 18)
     state = {f'module.{k}': v for k, v in source.state_dict().items()}  # DDP's prefix
     net = network.EMANet(5, 18)
-    assert network.load_weights(net, state, 'a.pth', 'fix it') == []
+    assert network.load_weights(net, state) == []
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.state_dict().items())
     other = network.EMANet(3, 18)  # another class count: only the classifier differs
-    with pytest.raises(network.WeightsError, match=r'a.pth does not fit .* N_CLASSES=5 .*shape '
-                                                   r'2 key\(s\) like fc2.weight .*; fix it\.'):
-        network.load_weights(other, state, 'a.pth', 'fix it')
-    assert network.load_weights(other, state, 'a.pth', 'x', head_may_differ=True) == [
-        'fc2.weight', 'fc2.bias']
+    with pytest.raises(network.WeightsError, match=r'^does not fit the network built with '
+                                                   r'N_CLASSES=3 .*N_CLASSES=5 .*shape 2 key\(s\) '
+                                                   r'like fc2.weight'):
+        network.load_weights(other, state)
+    with pytest.raises(config.UserError, match=r'^checkpoint a.pth does not fit .* like '
+                                               r'fc2.weight.*; fix it\.$'):  # said at start-up
+        with config.as_user_error(network.WeightsError, prefix='checkpoint a.pth ', fix='fix it'):
+            network.load_weights(other, state)
+    assert network.load_weights(other, state, head_may_differ=True) == ['fc2.weight', 'fc2.bias']
     assert torch.equal(other.fc0.conv.weight, source.fc0.conv.weight)
     state['module.fc0.bn.running_var'][3] = float('nan')  # refused where checkpoints are read
     checkpoints.save_atomic({'net': state}, str(tmp_path / 'a.pth'))
@@ -313,14 +313,14 @@ def test_load_weights_fits_or_says_why(tmp_path):
 # ---------------------------------------------------------------------------- costs
 
 
-def test_table1_counts_for_resnet101_os8():
+def test_table1_counts_for_resnet101_os8(use_tiny, given):
     use_tiny(STRIDE=8, N_LAYERS=101, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21)
     table = network.cost(513)
     params, macs = table['backbone']
     assert round(params / 1e6, 1) == 42.6 and abs(macs / 1e9 - 190) < 1.0
     head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
     assert round(head[0] / 1e6, 1) == 10.0 and round(head[1] / 1e9, 1) == 43.1
-    settings.EMA_CHANNELS = 256
+    given(EMA_CHANNELS=256)
     table = network.cost(513)
     head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
     assert abs(head[0] / 1e6 - 4.87) < 0.03 and abs(head[1] / 1e9 - 21.1) < 0.15

@@ -9,20 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
-import config
 import dataset
 import eval as evaluation
-import infer
-import pictures
+import network
 import predict
-import runs
 import toy
-from conftest import run_main, tiny_net, use_tiny
+from conftest import run_main
+from plumbing import checkpoints, config, inference, outputs, pictures
 
 
 @pytest.fixture
-def checkpoint(toy_root, tmp_path):
+def checkpoint(toy_root, tmp_path, tiny_net):
     """A tiny EMANet's checkpoint as train.py writes it (its weights random, not trained), with
     the toy data's classes and a palette of its own."""
     net = tiny_net(STRIDE=8, STAGE_NUM=2, DATA_ROOT=toy_root)
@@ -87,11 +84,11 @@ def test_every_kind_of_input_and_names_that_never_clash(checkpoint, tmp_path, ca
     stems = ['gray', 'rgba', 'a_x_jpg', 'a_x_png', 'cmyk', 'deep', 'p', 'p-2', 'b_x',
              'a_x_jpg-2']  # the folder (then the extension) where names would clash
     assert written == sorted([f'{s}.png' for s in stems] + [f'{s}_overlay.jpg' for s in stems]
-                             + [runs.OUTPUTS])  # and the list of them (see clean.py)
-    listed = runs.claimed(str(tmp_path / 'out'))
+                             + [outputs.OUTPUTS])  # and the list of them (see clean.py)
+    listed = outputs.claimed(str(tmp_path / 'out'))
     assert listed['b_x.png'] == listed['b_x_overlay.jpg'] == str(b / 'x.jpg')
-    assert sorted(listed) == sorted(written[:-1] if written[-1] == runs.OUTPUTS else
-                                    [w for w in written if w != runs.OUTPUTS])
+    assert sorted(listed) == sorted(written[:-1] if written[-1] == outputs.OUTPUTS else
+                                    [w for w in written if w != outputs.OUTPUTS])
     pred = np.asarray(Image.open(tmp_path / 'out' / 'b_x.png'))
     assert pred.shape == (30, 40)
     overlay = np.asarray(Image.open(tmp_path / 'out' / 'b_x_overlay.jpg'))
@@ -114,7 +111,7 @@ def test_a_bad_image_is_skipped_and_the_others_written(checkpoint, tmp_path, cap
     assert '1 of 2 images could not be read' in err
     folder = out.splitlines()[-1].split('predictions: ')[1]
     assert os.path.dirname(folder) == str(tmp_path / 'logs')
-    assert sorted(os.listdir(folder)) == [runs.OUTPUTS, 'good.png', 'good_overlay.jpg']
+    assert sorted(os.listdir(folder)) == [outputs.OUTPUTS, 'good.png', 'good_overlay.jpg']
     code, out, err = run([checkpoint, str(tmp_path / 'in'), f'LOG_DIR={tmp_path}/logs'], capsys)
     assert out.splitlines()[-1] == f'predictions: {folder}-2'  # a new folder, nothing replaced
 
@@ -152,9 +149,9 @@ def test_the_checkpoint_alone_is_enough(checkpoint, tmp_path, capsys):
     assert png.getpalette()[3:6] == [1, 2, 3] and png.size == (50, 33)
 
 
-def test_inputs_are_split_over_processes(checkpoint, tmp_path):
+def test_inputs_are_split_over_processes(checkpoint, tmp_path, use_tiny):
     use_tiny()
-    net, info = infer.load_net(checkpoint, torch.device('cpu'))
+    net, info = inference.load_net(checkpoint, torch.device('cpu'), network)
     paths = []
     for i in range(5):
         paths.append(str(tmp_path / f'{i}.png'))

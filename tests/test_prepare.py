@@ -7,20 +7,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import config
 import dataset
 import eval as evaluation
 import prepare
-import settings
 import train
 from conftest import TINY, as_args, dead_pid, one_sentence, run_main
 from downloads import (SBD_TRAIN, SBD_VAL, VOC_TRAIN, VOC_VAL, fake_ade20k, fake_cityscapes,
                        fake_cocostuff10k, fake_cocostuff164k, fake_context, fake_voc_sbd,
                        tree_state, write_mat)
+from plumbing import config
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
-def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsys):
+def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsys, given):
     """VOC + SBD: labels (VOC wins), trainaug, untouched VOC files, nothing rewritten again."""
     voc, sbd, want = fake_voc_sbd(tmp_path)
     before = tree_state(voc)
@@ -39,7 +38,7 @@ def test_prepare_writes_labels_and_trainaug_and_is_safe_to_rerun(tmp_path, capsy
     assert 'differs from the 10582 ids' in capsys.readouterr().out
     assert prepare.prepare_voc(voc, sbd, workers=2) == expected  # again: nothing rewritten
     assert tree_state(voc) == after
-    settings.DATA_ROOT, settings.N_CLASSES = voc, 21
+    given(DATA_ROOT=voc, N_CLASSES=21)
     assert dataset.TrainDataset().ids == expected and len(dataset.ValDataset()) == 3
 
 
@@ -124,11 +123,9 @@ def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, caps
     found = {k: config.parse(k, v) for k, v in (w.split('=', 1) for w in words)}
     out = [f'MODEL_DIR={tmp_path}/models', f'LOG_DIR={tmp_path}/logs']
     train.main(words + SHORT + extra + out + ['CROP_SIZE=(17,33)'])
-    saved = config.resolved()
-    result = evaluation.main([f'{tmp_path}/models/final.pth', f'DATA_ROOT={found["DATA_ROOT"]}']
-                             + SHORT + extra + out)
+    result = evaluation.main([f'{tmp_path}/models/final.pth'] + words + SHORT + extra + out)
     text = capsys.readouterr().out
     assert 'done: 2 steps' in text and 'mIoU' in text and 0 <= result['pAcc'] <= 1
-    assert len(result['per_class']) == found['N_CLASSES'] == saved['N_CLASSES']
+    assert len(result['per_class']) == found['N_CLASSES']
     names = dataset.read_classes(found['DATA_ROOT']) or list(dataset.VOC_CLASSES)  # VOC: none
     assert list(result['per_class']) == names

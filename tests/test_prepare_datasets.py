@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import scipy.io
 
-import config
 import prepare
 from downloads import (ADE, CONTEXT_59, CONTEXT_NAMES, CONTEXT_SPLITS, COCO_164K, CS_FILES,
                        TEN_K, check_prepared, check_rerun, fake_ade20k, fake_cityscapes,
                        fake_cocostuff10k, fake_cocostuff164k, fake_context, grid, one_sentence,
                        run_prepare, tree_state, write_image, write_png)
+from plumbing import config
 
 # Each test builds a tiny fake download in the official layout (downloads.py), prepares it,
 # and checks the result against expectations written out here independently of prepare.py's

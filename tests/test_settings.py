@@ -1,4 +1,6 @@
-"""KEY=VALUE overrides: types, unknown keys, bare strings, bad literals; settings.py itself."""
+"""settings.py is the schema: KEY=VALUE overrides (types from the literals, unknown keys, bare
+strings, bad literals, ranges), settings.py itself (broken, missing a setting the code reads,
+a constant no code reads), and a new knob needing no entry anywhere else."""
 import ast
 import importlib
 import os
@@ -9,10 +11,10 @@ import sys
 
 import pytest
 
-import config
 import network
 import settings
 from conftest import ENV, run_main
+from plumbing import config
 
 
 def test_settings_file_holds_only_commented_constants():
@@ -41,7 +43,7 @@ def test_settings_file_holds_only_commented_constants():
     ('PRETRAINED=', 'PRETRAINED', ''),
     ('STEM=torchvision', 'STEM', 'torchvision'),
 ])
-def test_overrides_take_typed_values(arg, key, value):
+def test_overrides_take_typed_values(arg, key, value, given):
     rest = config.apply_overrides(['models/final.pth', arg])
     assert rest == ['models/final.pth']
     assert getattr(settings, key) == value and type(getattr(settings, key)) is type(value)
@@ -59,7 +61,7 @@ def test_overrides_take_typed_values(arg, key, value):
     ('SCALES=0.5', 'SCALES takes a tuple'),
     ("SCALES=('a',)", 'SCALES takes a tuple'),
 ])
-def test_bad_overrides_fail_with_a_sentence(arg, message):
+def test_bad_overrides_fail_with_a_sentence(arg, message, given):
     before = config.resolved()
     with pytest.raises(config.UserError, match=message):
         config.apply_overrides([arg])
@@ -106,21 +108,20 @@ def test_relative_paths_are_taken_from_the_project_folder():
     ('SEED=' + '9' * 20, 'SEED=' + '9' * 20 + ' must be in [0, 9223372036854775807]'),
     ('NUM_WORKERS=1000', 'NUM_WORKERS=1000 must be in [0, 256]'),
 ])
-def test_out_of_range_settings_are_refused_before_anything_runs(arg, message):
+def test_out_of_range_settings_are_refused_before_anything_runs(arg, message, given):
     before = config.resolved()
     with pytest.raises(config.UserError, match=re.escape(message)):
         config.apply_overrides([arg])
     assert config.resolved() != before  # applied, then refused: the script stops here
-    for key, value in before.items():
-        setattr(settings, key, value)
+    given(**before)
     config.check()  # settings.py itself is in range
 
 
-def test_second_forms_long_values_paths_and_help(capsys):
+def test_second_forms_long_values_paths_and_help(capsys, given):
     assert config.apply_overrides(['CROP_SIZE=(512,1024)', 'STAGE_NUM_EVAL=(1,2,3)']) == []
     assert settings.CROP_SIZE == (512, 1024) and config.crop_size() == (512, 1024)
     assert network.stage_counts() == (1, 2, 3)
-    settings.CROP_SIZE, settings.STAGE_NUM_EVAL = 33, 0
+    given(CROP_SIZE=33, STAGE_NUM_EVAL=0)
     assert config.crop_size() == (33, 33) and network.stage_counts() == (settings.STAGE_NUM,)
     with pytest.raises(config.UserError) as e:  # a huge value is shortened in the message
         config.apply_overrides(['LR=' + '9' * 200000 + 'x'])
@@ -136,14 +137,15 @@ def test_second_forms_long_values_paths_and_help(capsys):
 
 
 @pytest.mark.parametrize('script', ['train.py', 'eval.py', 'predict.py', 'compare.py', 'bench.py',
-                                    'prepare.py', 'toy.py', 'dataset.py', 'clean.py',
-                                    'experiment.py'])
+                                    'prepare.py', 'toy.py', 'dataset.py', 'experiment.py',
+                                    'plumbing/clean.py'])
 def test_every_script_prints_its_usage(script, capsys):
-    module = importlib.import_module(script[:-3])
+    module = importlib.import_module(script[:-3].replace('/', '.'))
     code, out, err = run_main(module.main, ['--help'], capsys)
     assert code == 0 and err == '', err
     assert module.__doc__.splitlines()[0] in out  # what it is for
-    assert f'python {script} ' in out  # and how to run it
+    run = 'sh clean.sh ' if script == 'plumbing/clean.py' else f'python {script} '
+    assert run in out  # and how to run it
 
 
 def line_of(text):
@@ -159,10 +161,11 @@ def line_of(text):
     (lambda s: None, 'settings.py is missing; restore it (`git checkout settings.py`)'),
 ])
 def test_a_settings_py_python_cannot_run_is_one_sentence(tmp_path, edit, message):
-    """Every script starts with config.py, which imports settings.py: a broken file is named
-    with its line before anything runs (compare.py here: it starts without torch)."""
-    for name in ('schema.py', 'config.py', 'runs.py', 'records.py', 'compare.py'):
-        shutil.copy(os.path.join(config.ROOT, name), tmp_path)
+    """Every script starts with plumbing/config.py, which imports settings.py: a broken file is
+    named with its line before anything runs (compare.py here: it starts without torch)."""
+    shutil.copytree(os.path.join(config.ROOT, 'plumbing'), tmp_path / 'plumbing',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(os.path.join(config.ROOT, 'compare.py'), tmp_path)
     text = edit(open(os.path.join(config.ROOT, 'settings.py')).read())
     if text is not None:
         (tmp_path / 'settings.py').write_text(text)
@@ -173,43 +176,80 @@ def test_a_settings_py_python_cannot_run_is_one_sentence(tmp_path, edit, message
     assert message in done.stderr and 'git ' in done.stderr, done.stderr
 
 
-def test_a_settings_py_missing_a_key_or_holding_a_wrong_one_is_one_sentence():
+def test_a_settings_py_missing_a_setting_the_code_reads_or_holding_a_wrong_kind_is_one_sentence(
+        given):
     del settings.LR_DECAY  # a line deleted while editing an experiment copy
     with pytest.raises(config.UserError, match=r'settings.py lacks the setting LR_DECAY \(a line '
                                                r'deleted while editing\?\); `git diff settings.py'
                                                r'` shows what changed'):
         config.apply_overrides(['LR=0.1'])
-    settings.LR_DECAY, settings.LR_DECAYY = 10, 10  # a misspelt name
-    with pytest.raises(config.UserError, match=r'settings.py line \? defines LR_DECAYY, which no '
-                                               r'script reads \(did you mean LR_DECAY\?\)'):
-        config.apply_overrides([])
-    del settings.LR_DECAYY
-    settings.LR = '0.01'  # a string where a number is expected
+    given(LR_DECAY=10, LR='0.01')  # a string where a number is expected
     line = line_of('LR = ')
     with pytest.raises(config.UserError, match=f'settings.py line {line}: LR = 0.01 is a string, '
                                                f'but LR takes a number; fix the line'):
         config.apply_overrides([])
-    settings.LR, settings.CROP_SIZE = 1, 513.0
+    given(LR=1, CROP_SIZE=513.0)
     with pytest.raises(config.UserError, match=r'CROP_SIZE = 513.0 is a number, but CROP_SIZE '
                                                r'takes an int or a tuple of ints'):
         config.apply_overrides([])
-    settings.CROP_SIZE = [33, 49]  # a list is taken as a tuple, an int as a number
+    given(CROP_SIZE=[33, 49])  # a list is taken as a tuple, an int as a number
     config.apply_overrides([])
     assert settings.LR == 1.0 and type(settings.LR) is float and settings.CROP_SIZE == (33, 49)
+    given(STEM=None)  # a kind no setting takes
+    with pytest.raises(config.UserError, match=r'STEM = None is a NoneType, but STEM takes a '
+                                               r'string; fix the line'):
+        config.apply_overrides([])
 
 
-def test_a_setting_given_twice_counts_once_and_an_empty_folder_is_refused():
+def test_a_constant_no_code_reads_is_one_note_and_the_script_goes_on(given, capsys):
+    """A misspelt name (or an idea whose code is not written yet) is said with the nearest name;
+    every constant of the project's own settings.py is read by its code."""
+    capsys.readouterr()
+    config.apply_overrides([])
+    assert capsys.readouterr().err == ''  # settings.py as it is: every constant read somewhere
+    given(LR_DECY=10)
+    assert config.apply_overrides(['LR=0.02']) == [] and settings.LR == 0.02
+    err = capsys.readouterr().err
+    assert err == ('note: settings.py line ? defines LR_DECY, which no code of this project reads '
+                   '(did you mean LR_DECAY?); it has no effect until code reads '
+                   'settings.LR_DECY.\n').replace('settings.py', settings.__file__, 1), err
+    config.apply_overrides([])
+    assert capsys.readouterr().err == ''  # said once
+    with pytest.raises(config.UserError, match=r"unknown setting 'LR_DECYY' \(closest: LR_DECY, "
+                                               r"LR_DECAY"):
+        config.apply_overrides(['LR_DECYY=3'])  # a misspelt KEY=VALUE: refused
+
+
+def test_a_new_constant_takes_the_kind_of_its_literal(given):
+    """A knob added to settings.py needs no entry anywhere: its kind comes from its literal."""
+    given(MY_KNOB=0.5, MY_COUNT=3, MY_NAME='a', MY_FLAG=False, MY_SIZES=(1, 2))
+    config.apply_overrides(['MY_KNOB=1', 'MY_COUNT=4', 'MY_NAME=b c', 'MY_FLAG=true',
+                            'MY_SIZES=(3,4,5)'])
+    assert (settings.MY_KNOB, settings.MY_COUNT, settings.MY_NAME, settings.MY_FLAG,
+            settings.MY_SIZES) == (1.0, 4, 'b c', True, (3, 4, 5))
+    assert type(settings.MY_KNOB) is float
+    for arg, message in (('MY_COUNT=0.5', r'MY_COUNT takes an int, like MY_COUNT=4 \(write '
+                                          r'MY_COUNT = 4.0 in settings.py to make it a number\)'),
+                         ('MY_FLAG=1', 'MY_FLAG takes True or False'),
+                         ('MY_SIZES=(1,0.5)', 'MY_SIZES takes a tuple of ints'),
+                         ('MY_KNOB=fast', 'is not a Python literal; MY_KNOB takes a number')):
+        with pytest.raises(config.UserError, match=message):
+            config.apply_overrides([arg])
+
+
+def test_a_setting_given_twice_counts_once_and_an_empty_folder_is_refused(given):
     assert config.apply_overrides(['LR=0.1', 'BATCH_SIZE=8', 'LR=0.2']) == []
     assert settings.LR == 0.2  # the last one, as a pasted settings line then your own
     for key in ('LOG_DIR', 'MODEL_DIR'):
         with pytest.raises(config.UserError, match=f'{key}= must name a folder'):
             config.apply_overrides([f'{key}='])
-        setattr(settings, key, f'./{key.lower()}')
+        given(**{key: f'./{key.lower()}'})
     with pytest.raises(config.UserError, match='TRAIN_SPLIT=../train must be the name of a list'):
         config.apply_overrides(['TRAIN_SPLIT=../train'])
 
 
-def test_spaces_around_a_word_are_shown_and_tensorboard_sh_checks_its_arguments(tmp_path):
+def test_spaces_around_a_word_are_shown_and_tensorboard_sh_checks_its_arguments(tmp_path,
+                                                                                 given):
     with pytest.raises(config.UserError, match=r"LOSS='ce ' must be one of 'ce', 'ohem'"):
         config.apply_overrides(["LOSS='ce '"])
     for argv, message in ((['LOG_DIR=/tmp/x'], 'PORT LOG_DIR=/tmp/x is not a number'),

@@ -13,11 +13,12 @@ import sys
 import pytest
 import torch
 
-import config
+import network
 import settings
 import train
-from conftest import (ENV, ROOT, TINY_RUN, args, assert_same_state, fresh_settings, load,
-                      one_sentence, run_main, run_script, tensorboard_events, tiny_net)
+from conftest import (ENV, ROOT, TINY_RUN, args, as_in_a_new_process, assert_same_state, load,
+                      one_sentence, run_main, run_script, tensorboard_events)
+from plumbing import config
 
 
 @pytest.fixture(scope='module')
@@ -25,10 +26,8 @@ def reference(toy_root, tmp_path_factory):
     """One uninterrupted run (2 loader workers, images and validation on) and its folder."""
     tmp = str(tmp_path_factory.mktemp('reference'))
     out = io.StringIO()
-    fresh_settings()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), as_in_a_new_process():
         train.main(args(toy_root, tmp, NUM_WORKERS=2, IMAGE_EVERY=3, VAL_EVERY=3, ITER_SAVE=3))
-    fresh_settings()
     return tmp, out.getvalue()
 
 
@@ -81,8 +80,7 @@ def test_a_run_writes_checkpoints_logs_and_tensorboard(reference):
     assert len(events.Images('train/input_truth_prediction')) == 2  # steps 3 and 6
 
 
-def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path, capsys):
-    import network
+def test_imagenet_weights_start_a_run_but_not_its_resume(toy_root, tmp_path, capsys, tiny_net):
     tmp = str(tmp_path)
     extractor = tiny_net().extractor.state_dict()
     weights = {network.imagenet_name(k): v + 1 for k, v in extractor.items()}
@@ -128,14 +126,14 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(reference, toy_root, tmp_
     assert [e.value for e in losses] == [e.value for e in reference_losses]
 
 
-def test_torchrun_two_processes_agree(toy_root, tmp_path):
+def test_torchrun_two_processes_agree(toy_root, tmp_path, given):
     tmp = str(tmp_path)
     done = run_script('train.py', args(toy_root, tmp, ITER_MAX=3, NUM_WORKERS=2, VAL_EVERY=3,
                                        IMAGE_EVERY=3), torchrun=2)
     assert '2 processes hold the same weights and bases' in done.stdout
     assert done.stdout.count('val (T=3) mIoU') == 1  # rank 0 logs, both ranks validate
     assert load(tmp, 'final.pth')['step'] == 3
-    settings.BATCH_SIZE = 3
+    given(BATCH_SIZE=3)
     with pytest.raises(config.UserError, match='does not divide over 2 processes'):
         train.check_settings(2)
 
@@ -234,12 +232,12 @@ class Detached(torch.nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x):
-        out = self.net(x)
-        return out.detach() + 0 * out
+    def forward(self, x, label):
+        loss, out = self.net(x, label)
+        return loss.detach() + 0 * loss, out
 
 
-def test_the_compiled_network_is_checked_against_eager(toy_root):
+def test_the_compiled_network_is_checked_against_eager(toy_root, tiny_net):
     import dataset
     net = tiny_net(**TINY_RUN, DATA_ROOT=toy_root).train()
     data = dataset.TrainDataset()

@@ -1,44 +1,15 @@
-"""transforms.py: image and label stay aligned, padding rules, reproducibility, normalisation."""
+"""transforms.py: image and label stay aligned, padding rules, reproducibility; the
+normalisation on the device (plumbing/inference.to_input)."""
 import cv2
 import numpy as np
 import pytest
 import torch
 
 import transforms
+from conftest import IGNORE, coded_pair, decode, interior
+from plumbing import config, inference
 
 FILL = transforms.mean_colour((0.485, 0.456, 0.406))
-IGNORE = 255
-COLOURS = np.random.default_rng(1).integers(0, 256, (21, 3)).astype(np.uint8)
-
-
-def coded_pair(h=75, w=100, seed=0):
-    """A label of random blocks (classes 0..20) and 255 bands, nothing thinner than 5 px, and an
-    image whose colour encodes each pixel's class (COLOURS[class], black on 255)."""
-    rng = np.random.default_rng(seed)
-    coarse = np.zeros((h // 5, w // 5), np.uint8)
-    for _ in range(40):
-        y, x, bh, bw = rng.integers(0, h // 5), rng.integers(0, w // 5), *rng.integers(2, 5, 2)
-        coarse[y:y + bh, x:x + bw] = rng.integers(0, 21)
-    coarse[::4] = IGNORE
-    label = np.kron(coarse, np.ones((5, 5), np.uint8))
-    image = np.where((label == IGNORE)[..., None], 0, COLOURS[label % 21]).astype(np.uint8)
-    return image, label
-
-
-def decode(image):
-    """The class whose colour is nearest to each pixel."""
-    d = ((image[:, :, None].astype(int) - COLOURS[None, None].astype(int)) ** 2).sum(-1)
-    return d.argmin(-1)
-
-
-def interior(label):
-    """Pixels whose 3x3 neighbourhood has one class (not the ignore value)."""
-    p = np.pad(label, 1, constant_values=IGNORE)  # the crop's edge is no interior
-    same = np.ones(label.shape, bool)
-    for dy in range(3):
-        for dx in range(3):
-            same &= p[dy:dy + label.shape[0], dx:dx + label.shape[1]] == label
-    return same & (label != IGNORE)
 
 
 def test_training_transform_keeps_image_and_label_aligned():
@@ -108,13 +79,14 @@ def test_non_square_crops_keep_image_and_label_aligned():
 def test_normalize_batch_numbers():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     x = torch.tensor([0, 255, 124], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 5)
-    y = transforms.normalize_batch(x, mean, std)
-    assert y.dtype == torch.float32 and y.shape == (2, 3, 4, 5)
-    want = [(0 - mean[0]) / std[0], (1 - mean[1]) / std[1], (124 / 255 - mean[2]) / std[2]]
-    assert torch.allclose(y[1, :, 3, 4], torch.tensor(want), atol=1e-5)
-    fill = torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)
-    assert transforms.normalize_batch(fill, mean, std).abs().max() < 0.01  # padding ~ 0
-    assert transforms._mean_std(mean, std, y.device)[0] is transforms._mean_std(
+    with config.applied({'MEAN': mean, 'STD': std}):
+        y = inference.to_input(x)
+        assert y.dtype == torch.float32 and y.shape == (2, 3, 4, 5)
+        want = [(0 - mean[0]) / std[0], (1 - mean[1]) / std[1], (124 / 255 - mean[2]) / std[2]]
+        assert torch.allclose(y[1, :, 3, 4], torch.tensor(want), atol=1e-5)
+        fill = torch.tensor(FILL, dtype=torch.uint8).view(1, 3, 1, 1)
+        assert inference.to_input(fill).abs().max() < 0.01  # padding ~ 0
+    assert inference._mean_std(mean, std, y.device)[0] is inference._mean_std(
         mean, std, y.device)[0]  # made once per device, not at every batch
 
 

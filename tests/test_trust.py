@@ -14,13 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import checkpoints
-import config
 import prepare
-import runs
-import settings
 import train
 from conftest import ENV, ROOT, args, dead_pid, load, one_sentence, run_main
+from plumbing import checkpoints, config, files, outputs, records
 
 # ---------------------------------------------------------------------------- clean.sh
 
@@ -47,9 +44,10 @@ def project(tmp_path):
     for d in ('models', 'logdir/mine', 'logdir/predict_final-1a2b3c4d_ss', 'logdir/predict_mine',
               '__pycache__'):
         (project / d).mkdir(parents=True)
-    for name in ('clean.sh', 'clean.py', 'settings.py', 'schema.py', 'config.py', 'runs.py',
-                 'checkpoints.py'):
+    for name in ('clean.sh', 'settings.py'):
         shutil.copy(os.path.join(ROOT, name), project)
+    shutil.copytree(os.path.join(ROOT, 'plumbing'), project / 'plumbing',
+                    ignore=shutil.ignore_patterns('__pycache__'))
     pid = dead_pid()  # of a killed write
     keep = ['models/resnet101-2a57e44d.pth', 'models/README.md', 'models/mine.pth',
             'models/step_x.pth', 'logdir/notes.txt', 'logdir/mine/a.png',
@@ -67,7 +65,7 @@ def project(tmp_path):
         os.makedirs(os.path.dirname(project / name), exist_ok=True)
         (project / name).write_text('x')
     for folder, names in claimed.items():
-        runs.claim(str(project / folder), dict.fromkeys(names))
+        outputs.claim(str(project / folder), dict.fromkeys(names))
     for name in ('latest.pth', 'final.pth', 'best.pth', 'step_2000.pth'):
         checkpoint(project / 'models' / name)
     return project, keep, gone + ['models/latest.pth', 'models/final.pth', 'models/best.pth',
@@ -183,13 +181,13 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_half_file(tmp_path,
     monkeypatch.setattr(json, 'dump', no_room)
     with pytest.raises(config.UserError, match=r'run.json could not be written \(No space left '
                                                r'on device\); the disk is full'):
-        runs.write_record({'a': 1}, str(tmp_path), 'run.json')
+        records.write_record({'a': 1}, str(tmp_path), 'run.json')
     assert os.listdir(tmp_path) == ['latest.pth']  # no 0-byte JSON behind
 
 
-def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path, monkeypatch):
+def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path, monkeypatch, given):
     (tmp_path / 'ro').mkdir()
-    settings.LOG_DIR = str(tmp_path / 'ro')
+    given(LOG_DIR=str(tmp_path / 'ro'))
     real = open
 
     def read_only(path, *a, **k):
@@ -199,9 +197,9 @@ def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr('builtins.open', read_only)  # root ignores file modes: simulate it
     with pytest.raises(config.UserError, match=f'LOG_DIR {tmp_path}/ro cannot be made or written '
                                                f'\\(Read-only file system\\); pass a folder'):
-        runs.folder('LOG_DIR')
+        files.folder('LOG_DIR')
     with pytest.raises(config.UserError, match='its folder is not writable; pass another LOG_DIR'):
-        runs.write_record({}, str(tmp_path / 'ro'), 'x.json')
+        records.write_record({}, str(tmp_path / 'ro'), 'x.json')
 
 
 def test_only_the_leftovers_of_killed_writes_are_removed(tmp_path):
@@ -209,20 +207,20 @@ def test_only_the_leftovers_of_killed_writes_are_removed(tmp_path):
     for name in (f'a.pth.tmp{dead}', f'b.png.tmp{dead}.png', f'c.json.tmp{alive}', 'd.tmp',
                  'notes.txt', f'e.tmp{dead}x'):
         (tmp_path / name).write_text('x')
-    assert runs.remove_leftovers(str(tmp_path)) == 2
+    assert files.remove_leftovers(str(tmp_path)) == 2
     assert sorted(os.listdir(tmp_path)) == [f'c.json.tmp{alive}', 'd.tmp', f'e.tmp{dead}x',
                                             'notes.txt']  # a running write's stays
-    with runs.atomic(str(tmp_path / 'f.txt')) as tmp:
-        assert tmp == str(tmp_path / f'f.txt.tmp{alive}') == runs.temporary(str(tmp_path /
+    with files.atomic(str(tmp_path / 'f.txt')) as tmp:
+        assert tmp == str(tmp_path / f'f.txt.tmp{alive}') == files.temporary(str(tmp_path /
                                                                                  'f.txt'))
-        assert not runs.is_leftover(os.path.basename(tmp))
+        assert not files.is_leftover(os.path.basename(tmp))
         open(tmp, 'w').close()
 
 
 def test_run_records_never_overwrite_each_other(tmp_path):
     (tmp_path / 'train-x-step0.json').write_text('{}')
-    assert runs.unique_name(str(tmp_path), 'train-x-step0', '.json') == 'train-x-step0-2.json'
-    assert runs.unique_name(str(tmp_path), 'train-y-step0', '.json') == 'train-y-step0.json'
+    assert files.unique_name(str(tmp_path), 'train-x-step0', '.json') == 'train-x-step0-2.json'
+    assert files.unique_name(str(tmp_path), 'train-y-step0', '.json') == 'train-y-step0.json'
 
 # ---------------------------------------------------------------------------- checkpoints
 
@@ -259,10 +257,10 @@ def test_prepare_says_how_to_fix_an_rgb_voc_label(tmp_path):
         prepare.prepare_voc(voc, sbd, workers=1)
 
 
-def test_a_log_line_after_a_killed_write_starts_on_its_own_line(tmp_path):
+def test_a_log_line_after_a_killed_write_starts_on_its_own_line(tmp_path, given):
     (tmp_path / 'metrics.jsonl').write_text('{"step": 2, "loss": 1.0}\n{"step": 4, "lo')
-    settings.LOG_DIR = str(tmp_path)
-    log = runs.Log(1, 4, 'session')  # rank 1: no TensorBoard
+    given(LOG_DIR=str(tmp_path))
+    log = records.Log(1, 4, 'session')  # rank 1: no TensorBoard
     log.on = True
     log.metrics(step=6, loss=0.5)
     log.metrics(step=8, loss=0.25)

@@ -1,7 +1,8 @@
 """Pictures of labels and results: index PNGs in a palette (labels and predictions), label maps
 in colour, the image with its prediction blended over it and a legend, the bases' attention
 grid, and the confusion matrix. Every function takes uint8 RGB arrays (H, W, 3) or label maps
-(H, W) and the dataset's class names and colours. Not here: reading labels (dataset.py)."""
+(H, W) and the dataset's class names and colours (VOC's colour map by default). Not here:
+reading labels (dataset.py)."""
 import math
 import os
 
@@ -9,22 +10,35 @@ import cv2
 import numpy as np
 from PIL import Image
 
-import dataset
-import runs
+from plumbing import files
+
+
+def voc_colours():
+    """The VOC colour map: 256 RGB rows (class 1 = (128, 0, 0), ..., 255 = (224, 224, 192))."""
+    i, rgb = np.arange(256), np.zeros((256, 3), np.int64)
+    for bit in range(8):
+        for c in range(3):
+            rgb[:, c] |= ((i >> (3 * bit + c)) & 1) << (7 - bit)
+    return rgb
+
+
+def _palette(colours):
+    """`colours` (a flat list of 768 ints, as dataset.palette() gives) or VOC's."""
+    return colours or voc_colours().ravel().tolist()
 
 
 def write_label(label, target, colours=None):
     """A label map or prediction (H, W) as an index PNG in `colours` (a dataset.palette(); VOC's
     by default): decoding it gives the map back exactly. Written atomically."""
     image = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
-    image.putpalette(colours or dataset.palette())
-    with runs.atomic(target, '.png') as tmp:
+    image.putpalette(_palette(colours))
+    with files.atomic(target, '.png') as tmp:
         image.save(tmp)
 
 
 def colorize(label, colours=None):
     """RGB uint8 (H, W, 3) of a label map in `colours` (a dataset.palette(); VOC's by default)."""
-    table = np.array(colours or dataset.palette(), np.uint8).reshape(256, 3)
+    table = np.array(_palette(colours), np.uint8).reshape(256, 3)
     return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
 
 
@@ -116,5 +130,5 @@ def confused_most(conf, names, top=10):
 
 def save_rgb(picture, target):
     """An RGB uint8 picture in the format of target's extension (.png, .jpg), atomically."""
-    with runs.atomic(target, os.path.splitext(target)[1]) as tmp:
+    with files.atomic(target, os.path.splitext(target)[1]) as tmp:
         Image.fromarray(picture).save(tmp, quality=90)

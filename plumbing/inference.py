@@ -1,8 +1,10 @@
 """The one inference path, shared by eval.py, validation during training, predict.py and
-bench.py: a checkpoint into a network, an image into the network's input, each image inferred
-at EVAL_SCALES (with flip, whole or in windows, padded as the original), and the scores of a
-confusion matrix. Not here: command lines, reports and pictures (the scripts, pictures.py)."""
+bench.py: a checkpoint's settings restored and its network loaded, an image into the network's
+input, each image inferred at EVAL_SCALES (with flip, whole or in windows, padded as the
+original), and the scores of a confusion matrix. The network is given (the model layer is
+network.py's). Not here: command lines, reports (the scripts) and pictures (pictures.py)."""
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -13,46 +15,40 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import checkpoints
-import config
-import dataset
-import network
-import pictures
-import runs
 import settings
-import transforms
-
-# The settings that define a trained network: taken from a checkpoint that records them.
-MODEL_KEYS = ('N_CLASSES', 'N_LAYERS', 'STRIDE', 'STEM', 'EMA_CHANNELS', 'N_BASES', 'BN_MOM',
-              'EM_MOM', 'STAGE_NUM')
+from plumbing import checkpoints, config, files, pictures, processes
 
 # ---------------------------------------------------------------------------- checkpoint
 
 
-def checkpoint_id(target):
-    """<file stem>-<8 hex digits of its absolute path, size and time>: the same for one file,
-    different for another file of the same name (a/final.pth, b/final.pth) or a rewritten one."""
-    st = os.stat(target)
-    key = f'{os.path.abspath(target)}:{st.st_size}:{st.st_mtime_ns}'
-    stem = os.path.splitext(os.path.basename(target))[0]
-    return f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}'
-
-
-def load_net(target, device, keep=()):
-    """EMANet with the weights of checkpoint `target`, in eval mode on `device`, and what the
-    checkpoint says of itself: {'step', 'classes', 'palette'} (from DATA_ROOT when it does not
-    say). The model settings and MEAN/STD come from the checkpoint's 'settings' (when it has
-    them) unless named in `keep` (given on the command line), and so does DATA_ROOT when
-    settings.py's is not a folder; the original's {'net', 'step'} form uses settings as they are."""
+def restore(target, keep=()):
+    """Checkpoint `target` (see checkpoints.load_checkpoint) with every setting it recorded
+    applied, but those of evaluation (config.EVALUATION) and those named in `keep` (given on
+    the command line); DATA_ROOT too when settings.py's is not a folder. Returns (checkpoint,
+    info): {'step', 'trained' (its settings), 'classes' and 'palette' where it holds them}. A
+    setting it recorded that this code does not define is refused: the code that read it built
+    the network. The original's {'net', 'step'} files use the settings as they are."""
     ckpt = checkpoints.load_checkpoint(target)
-    saved = ckpt.get('settings') or {}
-    taken = {k: saved[k] for k in MODEL_KEYS + ('MEAN', 'STD')
-             if k in saved and k not in keep and saved[k] != getattr(settings, k)}
+    saved, now = ckpt.get('settings') or {}, config.resolved()
+    foreign = {k: v for k, v in saved.items() if k not in now and k not in config.EVALUATION}
+    if foreign:
+        raise config.UserError(f'checkpoint {target} was trained with {_text(foreign)}, which '
+                               f'this code\'s settings.py does not define, so it may build '
+                               f'another network; score it with the code of the folder that '
+                               f'trained it.')
+    taken = {k: config.convert(k, v) for k, v in saved.items()
+             if k in now and k not in keep and k not in config.EVALUATION}
+    taken = {k: v for k, v in taken.items() if v is None or v != now[k]}
     if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
             and not os.path.isdir(config.path(settings.DATA_ROOT))):
         taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
-    for key, value in taken.items():
-        setattr(settings, key, value)
+    bad = [k for k, v in taken.items() if v is None]
+    if bad:
+        key = bad[0]
+        raise config.UserError(f'checkpoint {target} records {key}={config.short(saved[key])}, '
+                               f'not {config.takes(key)} as settings.py has it (a hand-edited '
+                               f'file?); give a file written by train.py.')
+    config.apply(taken)
     try:
         config.check()
     except config.UserError as e:  # a value the checkpoint holds, not one of settings.py
@@ -60,45 +56,50 @@ def load_net(target, device, keep=()):
                                f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
             from None
     given = changed(saved)  # (what is not kept was just taken from the checkpoint)
-    if config.rank_world()[0] == 0:
+    if processes.rank_world()[0] == 0:
         if taken:
-            print(f'from the checkpoint: {network.describe(taken)}', flush=True)
+            print(f'from the checkpoint: {_text(taken)}', flush=True)
         if given:  # an ablation (trained at stride 16, scored at 8) or a slip: said either way
-            print(f'given: {network.describe(given)}; the checkpoint was trained with '
-                  f'{network.describe({k: saved[k] for k in given})}', flush=True)
-    net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS)
-    load_weights(net, ckpt['net'], target, 'pass the settings it was trained with as KEY=VALUE')
+            print(f'given: {_text(given)}; the checkpoint was trained with '
+                  f'{_text({k: saved[k] for k in given})}', flush=True)
+    info = {'step': ckpt.get('step'), 'trained': saved,
+            **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
+    return ckpt, info
+
+
+def load_net(target, device, network, keep=()):
+    """The network of checkpoint `target` in eval mode on `device` (channels_last on CUDA), its
+    settings restored (see `restore`), and its info. `network`: the model module (network.py),
+    whose build(state) makes the net and raises its WeightsError when the weights do not fit."""
+    ckpt, info = restore(target, keep)
+    with config.as_user_error(network.WeightsError, prefix=f'checkpoint {target} ',
+                              fix='pass the settings it was trained with as KEY=VALUE'):
+        net = network.build(ckpt['net'])
     net = net.to(device).eval()
     if device.type == 'cuda':
         net = net.to(memory_format=torch.channels_last)
-    info = {'step': ckpt.get('step'), 'trained': saved,
-            **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
-    if 'classes' not in info or 'palette' not in info:
-        root = config.path(settings.DATA_ROOT)
-        found = dataset.meta(root) if os.path.isdir(root) else \
-            {'classes': dataset.class_names(root), 'palette': dataset.palette()}
-        info = {**found, **info}
     return net, info
 
 
-def load_weights(net, state, target, fix, head_may_differ=False):
-    """network.load_weights, weights that do not fit said as one sentence (see there)."""
-    with config.as_user_error(network.WeightsError):
-        return network.load_weights(net, state, target, fix, head_may_differ)
+def _text(values):
+    """Settings as 'KEY=value KEY=value' (for messages)."""
+    return ' '.join(f'{k}={config.short(v)}' for k, v in values.items())
 
 
 def changed(trained):
-    """{KEY: value now} of the model settings and MEAN/STD that differ from those a checkpoint
-    was `trained` with (as it records them)."""
-    return {k: getattr(settings, k) for k in MODEL_KEYS + ('MEAN', 'STD')
-            if k in trained and trained[k] != getattr(settings, k)}
+    """{KEY: value now} of the settings that differ from those a checkpoint was `trained` with
+    (as it records them), but evaluation's."""
+    now = config.resolved()
+    return {k: now[k] for k, v in trained.items()
+            if k in now and k not in config.EVALUATION and config.convert(k, v) != now[k]}
 
 
 def mode_name(trained=None):
     """The inference mode as a name: 'ss' or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-
     <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where
     the settings differ from those the checkpoint was `trained` with, '_os<STRIDE>' and a
-    hash of the others (DATA_ROOT, MEAN, STD, model settings), so no two differ in name only."""
+    hash of the others (DATA_ROOT, and every other setting but evaluation's), so no two
+    differ in name only."""
     scales = tuple(settings.EVAL_SCALES)
     name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
     name += '_flip' if settings.EVAL_FLIP else ''
@@ -120,10 +121,19 @@ def mode_name(trained=None):
 
 
 def to_input(image, channels_last=None):
-    """uint8 images (B, 3, H, W) on the device -> the network's input: normalised float32, in
-    channels_last where the network's weights are (on CUDA, unless told)."""
-    return _memory_format(transforms.normalize_batch(image, settings.MEAN, settings.STD),
-                          channels_last)
+    """uint8 images (B, 3, H, W) on the device -> the network's input: (x / 255 - MEAN) / STD
+    in float32, channels_last where the network's weights are (on CUDA, unless told)."""
+    m, s = _mean_std(tuple(settings.MEAN), tuple(settings.STD), image.device)
+    return _memory_format((image.float() - m) / s, channels_last)
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(mean, std, device):
+    """255 * mean and 255 * std as (3, 1, 1) tensors on `device`, made once: building them
+    from Python numbers at every batch would copy them to the GPU and wait for it each time."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+    return m.to(device), s.to(device)
 
 
 def _memory_format(x, channels_last=None):
@@ -137,13 +147,6 @@ def pad_to_stride(x):
     h, w = x.shape[-2:]
     s = settings.STRIDE
     return _memory_format(F.pad(x, (0, (1 - w) % s, 0, (1 - h) % s)))
-
-
-def autocast(device):
-    """bf16 autocast on CUDA when AMP (the network keeps its EM loop in float32); training and
-    evaluation share it."""
-    return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=device.type == 'cuda' and settings.AMP)
 
 
 @contextlib.contextmanager
@@ -162,22 +165,23 @@ def eval_mode(net):
 # ---------------------------------------------------------------------------- inference
 
 
-def validate(net, data, device, pred_dirs=None, colours=None, progress=False):
+def validate(net, data, device, stages, pred_dirs=None, colours=None, progress=False):
     """{T: scores (see `scores`)} of `net` on a ValDataset for each EM stage count T of
-    STAGE_NUM_EVAL, inferred as `infer` does. Under torch.distributed every process takes every
-    world-th image and the confusion matrices are summed, so all processes must call it and all
-    get the same scores. With pred_dirs {T: folder} each prediction is written there as <id>.png
-    in `colours`. The net's train/eval mode and cuDNN's benchmark flag are restored after."""
-    rank, world = config.rank_world()
+    `stages` (network.stage_counts()), inferred as `infer` does. Under torch.distributed every
+    process takes every world-th image and the confusion matrices are summed, so all processes
+    must call it and all get the same scores. With pred_dirs {T: folder} each prediction is
+    written there as <id>.png in `colours`. The net's train/eval mode and cuDNN's benchmark
+    flag are restored after."""
+    rank, world = processes.rank_world()
     # DDP may broadcast buffers at a forward: a collective that uneven shares would hang on
     net = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
-    n, stages, pred_dirs = settings.N_CLASSES, network.stage_counts(), pred_dirs or {}
+    n, pred_dirs = settings.N_CLASSES, pred_dirs or {}
     conf = torch.zeros(len(stages), n, n, dtype=torch.int64, device=device)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data, range(rank, len(data), world)), batch_size=None,
         num_workers=min(settings.NUM_WORKERS // world, 4), pin_memory=device.type == 'cuda')
     for folder in pred_dirs.values():
-        with runs.writing(folder, 'LOG_DIR'):
+        with files.writing(folder, 'LOG_DIR'):
             os.makedirs(folder, exist_ok=True)
     bar = tqdm(loader, desc='eval', unit='img', dynamic_ncols=True,
                disable=not progress or rank != 0)
@@ -196,14 +200,14 @@ def validate(net, data, device, pred_dirs=None, colours=None, progress=False):
     return {t: scores(conf[k], data.classes) for k, t in enumerate(stages)}
 
 
-def infer(net, image, stages=None, name='an image'):
+def infer(net, image, stages=(None,), name='an image'):
     """Class probabilities (len(stages), n_classes, H, W) float32 of one uint8 image (3, H, W)
-    on the net's device, for each EM stage count of `stages` (STAGE_NUM_EVAL by default; the
-    backbone runs once for all): the softmax averaged over EVAL_SCALES and, with EVAL_FLIP, the
-    mirrored image, each inferred whole or in windows (EVAL_MODE, see `padded` and `windows`).
+    on the net's device, for each EM stage count of `stages` (the backbone runs once for all;
+    None: the net's own count for evaluation):
+    the softmax averaged over EVAL_SCALES and, with EVAL_FLIP, the mirrored image, each
+    inferred whole or in windows (EVAL_MODE, see `padded` and `windows`).
     A scale s resizes a side n to STRIDE * round((n - 1) * s / STRIDE) + 1 (corners aligned).
     The net must be in eval mode (see `eval_mode`)."""
-    stages = stages or network.stage_counts()
     x = to_input(image[None], channels_last=False)
     size, total, count = x.shape[-2:], 0., 0
     whole = settings.EVAL_MODE == 'whole'
@@ -228,10 +232,9 @@ def padded(net, x, stages):
     `pad_to_stride`) and cropped back."""
     h, w = x.shape[-2:]
     x = pad_to_stride(x)
-    with autocast(x.device):
-        features = net.features(x)
-        return torch.cat([F.softmax(net.head(features, x.shape[-2:], stages=t), dim=1)
-                          for t in stages])[:, :, :h, :w]                  # (T, n, h, w)
+    features = net.features(x)
+    return torch.cat([F.softmax(net.head(features, x.shape[-2:], stages=t), dim=1)
+                      for t in stages])[:, :, :h, :w]                      # (T, n, h, w)
 
 
 def windows(net, x, stages):

@@ -1,25 +1,24 @@
 """Remove what this project's runs wrote into MODEL_DIR and LOG_DIR, and nothing else: the command
 behind clean.sh.
 
-    sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>]   # or python clean.py ...; default: settings.py's
+    sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>]   # default: settings.py's
 
 MODEL_DIR: the checkpoints train.py wrote (latest.pth, final.pth, best.pth, step_<N>.pth, told
 apart from other files of those names by what they hold) and its lock file. LOG_DIR: every file
-that train.py, eval.py, predict.py and bench.py listed as theirs before writing it (the list
-runs.OUTPUTS in each folder of outputs), and their TensorBoard event files. In both, the
-temporary files of writes that were killed. Every other file stays, and it says which. It
+that train.py, eval.py, predict.py, compare.py and bench.py listed as theirs before writing it
+(the list outputs.OUTPUTS in each folder of outputs), and their TensorBoard event files. In
+both, the temporary files of writes that were killed. Every other file stays, and it says which. It
 refuses while a train.py runs in either folder, and a folder that holds the project, your home
-folder, DATA_ROOT or (LOG_DIR) the ImageNet weights. Not here: what runs write (runs.py).
+folder, DATA_ROOT or (LOG_DIR) the ImageNet weights. Not here: what runs write (the scripts,
+records.py, outputs.py).
 """
-import fcntl
 import fnmatch
 import os
 import sys
 
-import checkpoints
-import config
-import runs
+from plumbing import checkpoints, config, files, outputs  # first: settings.py checked
 import settings
+
 
 @config.command
 def main(argv):
@@ -52,26 +51,21 @@ def refuse_a_folder_of_others(key, folder):
     if key == 'LOG_DIR' and settings.PRETRAINED:
         protected['PRETRAINED (the ImageNet weights)'] = config.path(settings.PRETRAINED)
     for what, path in protected.items():
-        if within(real(path), folder) and (os.path.exists(path) or what == 'the project'):
+        if files.inside(real(path), folder) is not None and (
+                os.path.exists(path) or what == 'the project'):
             raise config.UserError(f'{key}={folder} holds {what} ({real(path)}); give the '
                                    f'run\'s own folder as {key}=<dir>; nothing removed.')
 
 
-def within(path, folder):
-    return path == folder or path.startswith(folder.rstrip('/') + '/')
-
-
 def refuse_while_a_run_holds(folder):
-    """One sentence when a train.py holds `folder` (its lock; see runs.lock)."""
-    for lock in runs.LOCKS.values():
+    """One sentence when a train.py holds `folder` (its lock; see outputs.lock)."""
+    for lock in outputs.LOCKS.values():
         if os.path.isfile(os.path.join(folder, lock)):
-            with open(os.path.join(folder, lock), 'a') as f:
-                try:
-                    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise config.UserError(f'a train.py is running in {folder}; stop it first '
-                                           f'(its checkpoints are in use); nothing removed.') \
-                        from None
+            f = outputs.try_lock(os.path.join(folder, lock))
+            if f is None:
+                raise config.UserError(f'a train.py is running in {folder}; stop it first '
+                                       f'(its checkpoints are in use); nothing removed.')
+            f.close()
 
 
 def clean(folder):
@@ -82,7 +76,7 @@ def clean(folder):
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         if os.path.isdir(path) and not os.path.islink(path):
-            if os.path.isfile(os.path.join(path, runs.OUTPUTS)):
+            if os.path.isfile(os.path.join(path, outputs.OUTPUTS)):
                 removed += remove_claimed(path)
                 if not os.listdir(path):
                     os.rmdir(path)
@@ -98,30 +92,31 @@ def clean(folder):
 
 def ours(folder, name):
     """Whether file `name` of `folder` is one that runs write without listing it (see
-    runs.claim): a checkpoint of train.py, a lock, a TensorBoard event file of ours, a
+    outputs.claim): a checkpoint of train.py, a lock, a TensorBoard event file of ours, a
     leftover of a killed write."""
     if checkpoints.NAMES.fullmatch(name):
         return checkpoints.is_checkpoint_of_train(os.path.join(folder, name))
-    return name in runs.LOCKS.values() or runs.is_leftover(name) or fnmatch.fnmatch(
-        name, f'events.out.tfevents.*{runs.EVENTS}*')
+    return name in outputs.LOCKS.values() or files.is_leftover(name) or fnmatch.fnmatch(
+        name, f'events.out.tfevents.*{outputs.EVENTS}*')
 
 
 def remove_claimed(folder):
-    """Remove the files that scripts listed as theirs in `folder` (runs.claimed), the folders
+    """Remove the files that scripts listed as theirs in `folder` (outputs.claimed), the folders
     they leave empty, then the list itself; returns how many files went."""
-    listed = runs.claimed(folder)
+    listed = outputs.claimed(folder)
     removed = 0
     for name in listed:
         path = os.path.normpath(os.path.join(folder, name))
-        if within(path, folder) and os.path.isfile(path) and not os.path.islink(path):
+        if files.inside(path, folder) not in (None, '.') and os.path.isfile(path) and \
+                not os.path.islink(path):
             os.remove(path)
             removed += 1
             parent = os.path.dirname(path)
-            while parent != folder and within(parent, folder) and not os.listdir(parent):
+            while files.inside(parent, folder) not in (None, '.') and not os.listdir(parent):
                 os.rmdir(parent)
                 parent = os.path.dirname(parent)
-    if os.path.isfile(os.path.join(folder, runs.OUTPUTS)):
-        os.remove(os.path.join(folder, runs.OUTPUTS))
+    if os.path.isfile(os.path.join(folder, outputs.OUTPUTS)):
+        os.remove(os.path.join(folder, outputs.OUTPUTS))
     return removed
 
 

@@ -7,10 +7,11 @@ import hashlib
 import os
 import pickle
 import re
+import shlex
 import zipfile
 
-import config
-import runs
+import settings
+from plumbing import config, files
 
 NAMES = re.compile(r'(latest|final|best|step_\d+)\.pth')  # what train.py writes into MODEL_DIR
 
@@ -19,9 +20,9 @@ def save_atomic(obj, target, key='MODEL_DIR'):
     """torch.save through a temporary file and a rename: a kill or a full disk never leaves
     half a file at `target`, and the file there before stays as it was."""
     import torch
-    with runs.writing(target, key):
+    with files.writing(target, key):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with runs.atomic(target) as tmp:
+        with files.atomic(target) as tmp:
             torch.save(obj, tmp)
             with open(tmp, 'rb') as f:
                 os.fsync(f.fileno())
@@ -68,10 +69,11 @@ def load_checkpoint(target):
     return ckpt
 
 
-def latest(folder, fix):
-    """folder/latest.pth (see load_checkpoint) to resume from, or None for a new run; one
-    sentence (ending with `fix`) when the folder holds an earlier run's checkpoints without it,
-    which a new run would write over; a broken one names the step checkpoint to take instead."""
+def latest():
+    """MODEL_DIR/latest.pth (see load_checkpoint) to resume from, or None for a new run; one
+    sentence when MODEL_DIR holds an earlier run's checkpoints without it, which a new run would
+    write over; a broken one names the step checkpoint to take instead."""
+    folder = config.path(settings.MODEL_DIR)
     found = sorted(f for f in os.listdir(folder) if NAMES.fullmatch(f)) \
         if os.path.isdir(folder) else []
     steps = sorted((f for f in found if f.startswith('step_')), key=lambda f: int(f[5:-4]))
@@ -79,7 +81,7 @@ def latest(folder, fix):
         raise config.UserError(f'MODEL_DIR {folder} holds {", ".join(found[:3])} of an earlier '
                                f'run but no latest.pth to resume from, and a new run would write '
                                f'over them (INIT_FROM may be one: keep it); pass another '
-                               f'MODEL_DIR, or {fix}.')
+                               f'MODEL_DIR, or run `{clean_command()}` to remove them.')
     try:
         return load_checkpoint(os.path.join(folder, 'latest.pth')) if found else None
     except config.UserError as e:
@@ -87,6 +89,21 @@ def latest(folder, fix):
             raise
         raise config.UserError(f'{str(e)[:-1]}; or copy {steps[-1]} over it to resume from '
                                f'there.') from None
+
+
+def clean_command():
+    """The clean.sh command that removes this run's checkpoints and logs (for messages)."""
+    return ' '.join(['sh clean.sh'] + [shlex.quote(f'{key}={config.path(getattr(settings, key))}')
+                                       for key in ('MODEL_DIR', 'LOG_DIR')])
+
+
+def checkpoint_id(target):
+    """<file stem>-<8 hex digits of its absolute path, size and time>: the same for one file,
+    different for another file of the same name (a/final.pth, b/final.pth) or a rewritten one."""
+    st = os.stat(target)
+    key = f'{os.path.abspath(target)}:{st.st_size}:{st.st_mtime_ns}'
+    stem = os.path.splitext(os.path.basename(target))[0]
+    return f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}'
 
 
 def first_non_finite(state):

@@ -8,10 +8,7 @@ import re
 
 import numpy as np
 
-import config
-import dataset
-import pictures
-import runs
+from plumbing import config, files, pictures, processes
 
 
 def write_prepared(out, splits, convert, classes, colours=None, workers=None, fix=''):
@@ -41,28 +38,29 @@ def write_prepared(out, splits, convert, classes, colours=None, workers=None, fi
     if os.path.exists(out) and not os.path.isdir(out) or foreign:
         raise config.UserError(f'{foreign[0] if foreign else out} is a file, not a link made by '
                                f'prepare; give --out a new folder.')
-    names = dataset.read_classes(out) if os.path.isdir(out) else None
+    names = [line for _, line in files.read_lines(os.path.join(out, 'classes.txt'), 'class list')
+             ] if os.path.isfile(os.path.join(out, 'classes.txt')) else None
     if names is not None and names != list(classes):
         raise config.UserError(f'{out} holds a prepared dataset of other classes (see its '
-                               f'classes.txt); give another --out or delete that folder.')
+                               f'classes.txt); give another --out.')
     lists, labels = (os.path.join(out, d) for d in ('ImageSets/Segmentation',
                                                      'SegmentationClassAug'))
-    with runs.writing(out, '--out'):
+    with files.writing(out, '--out'):
         for folder in (out, os.path.join(out, 'JPEGImages'), labels, lists):
             os.makedirs(folder, exist_ok=True)
-            runs.remove_leftovers(folder)
+            files.remove_leftovers(folder)
         link_all([(seen[i], link) for i, link in links.items()])
         todo = {(src, os.path.join(labels, f'{i}.png')) for items in splits.values()
                 for i, _, src in items if src is not None}
-        table = dataset.voc_colours()
+        table = pictures.voc_colours()
         if colours:
             table[:len(colours)] = colours
         write_labels(convert, sorted(todo), workers, table.ravel().tolist())
         for split, items in splits.items():
-            runs.write_text(os.path.join(lists, f'{split}.txt'), [i for i, _, _ in items])
-        runs.write_text(os.path.join(out, 'classes.txt'), classes)
+            files.write_text(os.path.join(lists, f'{split}.txt'), [i for i, _, _ in items])
+        files.write_text(os.path.join(out, 'classes.txt'), classes)
         if colours:
-            runs.write_text(os.path.join(out, 'palette.txt'),
+            files.write_text(os.path.join(out, 'palette.txt'),
                             [' '.join(map(str, c)) for c in colours])
     return out
 
@@ -73,7 +71,7 @@ def link_all(pairs):
     todo = [(os.path.abspath(image), link) for image, link in pairs
             if not os.path.islink(link) or os.readlink(link) != os.path.abspath(image)]
     for target, link in tqdm(todo, desc='links', unit='file', disable=not todo):
-        with runs.atomic(link) as tmp:  # a leftover if killed here
+        with files.atomic(link) as tmp:  # a leftover if killed here
             os.symlink(target, tmp)
 
 
@@ -82,7 +80,7 @@ def write_labels(convert, jobs, workers=None, colours=None):
     class map, written as an index PNG in `colours` (VOC's by default), on every core."""
     def one(job):
         pictures.write_label(convert(job[0]), job[1], colours)
-    config.parallel(one, [job for job in jobs if not os.path.exists(job[1])], workers, 'labels')
+    processes.parallel(one, [job for job in jobs if not os.path.exists(job[1])], workers, 'labels')
 
 
 def lut(size, pairs, default=255):
