@@ -173,7 +173,8 @@ def git_files(source):
 
 def make(source, tmp, target, copied, base, given, values):
     """Fill `tmp` (to become `target`): the files `copied`, the settings given, the paths that
-    must keep naming what they name here, the record. Returns (links, paths made absolute, record path)."""
+    must keep naming what they name here, the record. Returns (links, paths made absolute,
+    record path, git SHA, dirty flag)."""
     for rel in copied:
         src, dst = os.path.join(source, rel), os.path.join(tmp, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)

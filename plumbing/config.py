@@ -231,7 +231,6 @@ def _ranges():
         'STAGE_NUM': at_least(1),
         'STAGE_NUM_EVAL': counts('must be 0 (= STAGE_NUM), a count of at least 1, or a tuple '
                                  'of such counts'),
-        'AUX_WEIGHT': finite(0, 'must be a finite number >= 0'),
         'BATCH_SIZE': at_least(1),
         'ITER_MAX': at_least(1),
         'ITER_SAVE': at_least(1),

@@ -35,7 +35,8 @@ def pytest_runtest_teardown(item):
     """A test must leave the settings as it found them: changes go through `given` (or
     config.applied), which undoes them."""
     now = config.resolved()
-    changed = sorted(k for k in set(now) | set(AS_STARTED) if now.get(k, 0j) != AS_STARTED.get(k, 0j))
+    changed = sorted(k for k in set(now) | set(AS_STARTED)
+                     if now.get(k, 0j) != AS_STARTED.get(k, 0j))
     if changed:
         config.apply(AS_STARTED)
         for key in set(now) - set(AS_STARTED):
@@ -232,3 +233,25 @@ def interior(label):
         for dx in range(3):
             same &= p[dy:dy + label.shape[0], dx:dx + label.shape[1]] == label
     return same & (label != IGNORE)
+
+
+# ---------------------------------------------------------------------------- the EM unit
+
+def slow_em(x, mu0, stages):
+    """The reference algorithm, one image and one stage at a time, with explicit sums.
+    x (B, C, H, W) after conv1; mu0 (1, C, K). Returns (reconstruction, mu, z)."""
+    outs, mus, zs = [], [], []
+    for b in range(x.shape[0]):
+        X = x[b].reshape(x.shape[1], -1)                # (C, N)
+        mu = mu0[0].clone()                             # (C, K)
+        for _ in range(stages):
+            logits = X.t() @ mu                         # (N, K)
+            e = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+            z = e / e.sum(dim=1, keepdim=True)          # softmax over the K bases
+            zn = z / (1e-6 + z.sum(dim=0, keepdim=True))
+            mu = X @ zn
+            mu = mu / (1e-6 + torch.sqrt((mu * mu).sum(dim=0, keepdim=True)))
+        outs.append((mu @ z.t()).reshape(x.shape[1:]))
+        mus.append(mu)
+        zs.append(z)
+    return torch.stack(outs), torch.stack(mus), torch.stack(zs)

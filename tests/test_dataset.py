@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 import dataset
-import settings
 import toy
 from conftest import coded_pair, decode, interior, one_sentence, run_main
 from plumbing import config, pictures

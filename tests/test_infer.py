@@ -1,5 +1,6 @@
-"""plumbing/inference.py, the one inference path: scores against brute force, multi-scale + flip and windows,
-padding to the output stride, EM-stage sweeps, two processes, checkpoints into networks."""
+"""plumbing/inference.py, the one inference path: scores against brute force, multi-scale + flip
+and windows, padding to the output stride, EM-stage sweeps, two processes, checkpoints into
+networks."""
 import os
 
 import numpy as np
@@ -148,7 +149,7 @@ def test_slide_equals_whole_for_one_window_and_averages_overlaps(net, given):
     given(EVAL_SCALES=(1.0, 0.75), EVAL_FLIP=True)
     whole = inference.infer(net, image)
     given(EVAL_MODE='slide', SLIDE_CROP=57, SLIDE_STEP=40)
-    assert torch.equal(inference.infer(net, image), whole)  # one window holds the image at each scale
+    assert torch.equal(inference.infer(net, image), whole)  # one window holds it at each scale
     given(SLIDE_CROP=25, SLIDE_STEP=16)
     fake = Pointwise()
     slid = inference.infer(fake, image)  # windows at 0, 15 (rows) and 0, 16, 32 (columns) ...
@@ -164,7 +165,8 @@ def test_slide_equals_whole_for_one_window_and_averages_overlaps(net, given):
 def test_stage_sweep_equals_separate_runs(net, tmp_path, given):
     data = Items()
     given(STAGE_NUM_EVAL=(1, 2, 4))
-    swept = inference.validate(net, data, torch.device('cpu'), network.stage_counts(), {2: str(tmp_path)})
+    swept = inference.validate(net, data, torch.device('cpu'), network.stage_counts(),
+                               {2: str(tmp_path)})
     assert list(swept) == [1, 2, 4]
     for t in (1, 2, 4):
         given(STAGE_NUM_EVAL=t)
@@ -187,7 +189,8 @@ def test_validate_scores_saves_pngs_and_restores_train_mode(net, tmp_path):
     data = Items()
     net.train()
     torch.backends.cudnn.benchmark = True
-    result = inference.validate(net, data, torch.device('cpu'), network.stage_counts(), {2: str(tmp_path)})[2]
+    result = inference.validate(net, data, torch.device('cpu'), network.stage_counts(),
+                                {2: str(tmp_path)})[2]
     assert net.training and torch.backends.cudnn.benchmark  # as they were
     torch.backends.cudnn.benchmark = False
     conf = torch.zeros(N, N, dtype=torch.int64)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import network
 import settings
-from conftest import TINY
+from conftest import TINY, slow_em
 from plumbing import checkpoints, config
 
 # The key lists of the original code's state dicts (from the project's reference notes).
@@ -18,26 +18,6 @@ REFERENCE = os.path.join(os.path.dirname(__file__), 'data')
 
 
 # ---------------------------------------------------------------------------- the EM unit
-
-
-def slow_em(x, mu0, stages):
-    """The reference algorithm, one image and one stage at a time, with explicit sums.
-    x (B, C, H, W) after conv1; mu0 (1, C, K). Returns (reconstruction, mu, z)."""
-    outs, mus, zs = [], [], []
-    for b in range(x.shape[0]):
-        X = x[b].reshape(x.shape[1], -1)                # (C, N)
-        mu = mu0[0].clone()                             # (C, K)
-        for _ in range(stages):
-            logits = X.t() @ mu                         # (N, K)
-            e = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
-            z = e / e.sum(dim=1, keepdim=True)          # softmax over the K bases
-            zn = z / (1e-6 + z.sum(dim=0, keepdim=True))
-            mu = X @ zn
-            mu = mu / (1e-6 + torch.sqrt((mu * mu).sum(dim=0, keepdim=True)))
-        outs.append((mu @ z.t()).reshape(x.shape[1:]))
-        mus.append(mu)
-        zs.append(z)
-    return torch.stack(outs), torch.stack(mus), torch.stack(zs)
 
 
 def make_emau(c=12, k=5, stages=3, stages_eval=3, seed=0):
@@ -115,6 +95,39 @@ def test_two_processes_end_with_identical_bases(tmp_path):
     single = make_emau().train()
     single(inputs[0])
     assert not torch.allclose(mu0, single.mu, atol=1e-4)  # rank 0 alone would differ
+
+def _ddp_worker(rank, init_file, values, state, out_dir):
+    config.apply(values)  # a spawned process starts from settings.py
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                                         world_size=2)
+    import train
+    net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS).train()
+    net.load_state_dict(state)
+    ddp = torch.nn.parallel.DistributedDataParallel(net, broadcast_buffers=False,
+                                                    gradient_as_bucket_view=True)
+    optimizer = torch.optim.SGD(train.get_params(net), lr=0.01, momentum=0.9)
+    torch.manual_seed(10 + rank)  # each process its own share of the batch
+    for _ in range(3):
+        network.train_step(ddp, optimizer, torch.randn(2, 3, 33, 33),
+                           torch.randint(0, settings.N_CLASSES, (2, 33, 33)))
+    torch.save(net.state_dict(), os.path.join(out_dir, f'state{rank}.pt'))
+    torch.distributed.destroy_process_group()
+
+
+def test_without_buffer_broadcasts_two_processes_keep_the_same_bases(tmp_path, tiny_net):
+    """train.py's DDP on GPUs broadcasts no buffers: the bases are averaged over the processes
+    inside the EMAU, so they stay the same bit for bit (and SyncBatchNorm gives every GPU the
+    global batch's statistics). On the CPU there is no SyncBatchNorm: each process's BatchNorm
+    statistics follow its own share, which is why train.py keeps DDP's broadcast there."""
+    net = tiny_net(STRIDE=8)
+    mp.spawn(_ddp_worker, args=(str(tmp_path / 'init'), config.resolved(), net.state_dict(),
+                                str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f'state{r}.pt') for r in (0, 1))
+    assert not torch.equal(a['emau.mu'], net.state_dict()['emau.mu'])  # they moved
+    for key in a:
+        same = torch.equal(a[key], b[key])
+        assert same == ('running_' not in key), key
 
 # ---------------------------------------------------------------------------- EMANet
 

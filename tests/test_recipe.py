@@ -115,3 +115,28 @@ def test_ohem_keeps_the_hard_pixels_or_at_least_min_kept(given):
     given(LOSS='ce')  # the original's: over all pixels, ignored ones counting 0
     expected = -torch.log(torch.tensor([0.6, 0.8, 0.3, 0.95, 0.5])).sum() / 6
     assert network.criterion(logits, label).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_auxiliary_head_adds_its_weighted_loss_in_training_only(tiny_net):
+    """AUX_WEIGHT > 0: an FCN head on layer3 whose loss, times AUX_WEIGHT, adds to the main one
+    (mmsegmentation's and PaddleSeg's option); 0 (the original): no head, no key."""
+    assert tiny_net().aux is None and not any(k.startswith('aux.') for k in
+                                              tiny_net().state_dict())
+    net = tiny_net(AUX_WEIGHT=0.4, STRIDE=8).train()
+    x, label = torch.randn(2, 3, 33, 41), torch.randint(0, 5, (2, 33, 41))
+    bases = net.emau.mu.clone()
+    torch.manual_seed(1)
+    loss, logits = net(x, label)
+    net.emau.mu.copy_(bases)  # (the forward moved them)
+    torch.manual_seed(1)  # the same dropout masks, drawn in the same order
+    layer3 = net.extractor[:7](x)
+    main = network.criterion(net.head(net.fc0(net.extractor[7](layer3)), x.shape[-2:]), label)
+    aux = network.criterion(network.upsample(net.aux(layer3), x.shape[-2:]), label)
+    torch.testing.assert_close(loss, main + 0.4 * aux)
+    loss.backward()
+    assert net.aux[0].conv.weight.grad.abs().sum() > 0 and net.aux[2].bias.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        scored = net(x)
+        net.aux = None  # at evaluation the head is not used
+        assert torch.equal(net(x), scored)
