@@ -256,9 +256,7 @@ class EMANet(nn.Module):
                                      nn.Conv2d(256, n_classes, 1))
 
     def forward(self, img, label=None, return_attention=False, stages=None):
-        with precision(img):
-            layer3 = self.extractor[:7](img)
-            x = self.fc0(self.extractor[7](layer3))
+        layer3, x = self.layers(img)
         out = self.head(x, img.shape[-2:], return_attention, stages)
         if label is None:
             return out
@@ -271,8 +269,13 @@ class EMANet(nn.Module):
 
     def features(self, img):
         """What the EM unit takes: the backbone and fc0 (B, EMA_CHANNELS, h, w)."""
+        return self.layers(img)[1]
+
+    def layers(self, img):
+        """(layer3's output, what the EM unit takes): the backbone in two parts, and fc0."""
         with precision(img):
-            return self.fc0(self.extractor(img))
+            layer3 = self.extractor[:7](img)
+            return layer3, self.fc0(self.extractor[7](layer3))
 
     def head(self, x, size, return_attention=False, stages=None):
         """Logits (B, n_classes, *size) float32 from features(img); `stages` EM iterations

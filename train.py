@@ -337,7 +337,8 @@ def say_unused(given, ckpt, done):
     config.no_effect({'INIT_FROM': settings.INIT_FROM} if settings.INIT_FROM else {}, {
         'INIT_FROM': why and f'{why}, which began from it'})
     config.no_effect(given, {
-        **{k: why for k in given if k in config.MID_RUN and k != 'INIT_FROM' and done},
+        **{k: why for k in ('ITER_SAVE', 'LOG_EVERY', 'IMAGE_EVERY', 'VAL_EVERY', 'COMPILE',
+                            'NUM_WORKERS') if done},
         'PRETRAINED': why or 'INIT_FROM gives the weights' * bool(settings.INIT_FROM),
         'OHEM_THRESH': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),
         'OHEM_MIN_KEPT': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),

@@ -101,15 +101,18 @@ def short(value, limit=80):
 def say(line):
     """A note for the user on stderr, from the first process only (under torchrun)."""
     if os.environ.get('RANK', '0') == '0':
-        print(f'note: {line}', file=sys.stderr, flush=True)
+        if 'tqdm' in sys.modules:  # above a progress bar, not inside its line
+            sys.modules['tqdm'].tqdm.write(f'note: {line}', file=sys.stderr)
+        else:
+            print(f'note: {line}', file=sys.stderr, flush=True)
 
 
 def no_effect(given, reasons):
     """One line for each setting or option the user gave (`given`: {name: value}) that has no
-    effect in this run: `reasons` {name: why, or None where it takes effect}. An empty value
-    (PRETRAINED=, 'none') is not said."""
+    effect in this run: `reasons` {name: why, or None where it takes effect}. A value that
+    turns a thing off (PRETRAINED=, VAL_EVERY=0, COMPILE=False) is not said."""
     for name, why in reasons.items():
-        if why and name in given and given[name] != '':
+        if why and name in given and str(given[name]) not in ('', '0', '0.0', 'False', 'false'):
             value = given[name]
             shown = name if value is True else f'{name}={short(value)}'
             say(f'{shown} has no effect: {why}.')

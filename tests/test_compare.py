@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import compare
-from conftest import args, run_main
+from conftest import args, one_sentence, run_main
 
 BASE = {'SEED': 0, 'LR': 0.009, 'STAGE_NUM': 3, 'SCALES': [0.5, 1.0], 'DATA_ROOT': '/data/voc',
         'LOG_DIR': './logdir', 'MODEL_DIR': './models'}
@@ -267,6 +267,32 @@ def test_csv_json_and_out_file(tmp_path, capsys):
     saved = json.loads(target.read_text())
     assert saved['rows'][1]['final/val/ss/T3 mAcc'] == 0.8 and saved['rows'][1]['steps'] == 10
     assert saved['columns'][:3] == ['kind', 'folder', 'SEED']
+    out, _ = run(capsys, '--csv', '--out', target, *folders)  # its own file: written again
+    assert target.read_text().startswith('kind,folder,SEED')
+    mine = tmp_path / 'mine.csv'
+    mine.write_text('a table of my own\n')
+    with pytest.raises(SystemExit) as e:
+        run(capsys, '--csv', '--out', mine, *folders)
+    assert e.value.code == 2 and mine.read_text() == 'a table of my own\n'
+    one_sentence(capsys.readouterr().err, f'--out {mine} exists and was not written by this '
+                                          f'project\'s scripts, so it is left as it is; give a '
+                                          f'new file name.')
+
+
+def test_checkpoints_of_one_name_from_two_folders_are_shown_each(tmp_path, capsys):
+    """A log folder holding evaluations of a/final.pth and c/final.pth and no training record of
+    its own: each is a column of its own, named with its folder."""
+    log = tmp_path / 'logs'
+    for folder, miou, hexid in (('a', 0.61, '0a0a0a0a'), ('c', 0.72, '0c0c0c0c')):
+        eval_result(log, 'final', (miou, 0.9, 0.8), hexid=hexid)
+        name = log / f'eval_final-{hexid}_val_ss_T3.json'
+        result = json.loads(name.read_text())
+        result['record']['checkpoint'] = str(tmp_path / folder / 'final.pth')
+        write(str(name), result)
+    got, _ = rows(capsys, log)
+    assert got[0]['final (a)/val/ss/T3 mIoU'] == 0.61 and got[0]['final (c)/val/ss/T3 mIoU'] == 0.72
+    out, _ = run(capsys, log)
+    assert 'final (a) ss T3' in out and 'final (c) ss T3' in out
 
 
 def test_plot_three_panels(tmp_path, capsys, monkeypatch):
