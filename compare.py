@@ -150,7 +150,7 @@ def read_json(path, *objects):
             value = json.load(f)
         why = f'a {type(value).__name__}, not an object'
     except (OSError, ValueError) as e:
-        value, why = None, f'{type(e).__name__}: {config.short(str(e), 100)}'
+        value, why = None, f'{type(e).__name__}: {config.cut(str(e), 100)}'
     bad = [k for k in objects if isinstance(value, dict) and not isinstance(value.get(k, {}),
                                                                             dict)]
     if isinstance(value, dict) and not bad:

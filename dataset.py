@@ -199,8 +199,8 @@ def read_image(path):
     for kind, what in unused:
         _SAID[kind] = _SAID.get(kind, 0) + 1
         if _SAID[kind] <= SAY:
-            config.say(f'image {path} {what}' + (f' (and so every other image like it: not said '
-                                                  f'again)' if _SAID[kind] == SAY else '') + '.')
+            config.say(f'image {path} {what}' + (' (and so every other image like it: not said '
+                                                  'again)' if _SAID[kind] == SAY else '') + '.')
     image = image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(_orient(image, orientation))
 

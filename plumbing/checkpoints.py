@@ -46,7 +46,7 @@ def load_checkpoint(target):
     except Exception as e:  # a truncated, foreign or non-torch file
         why = re.sub(r'\x1b\[[0-9;]*m', '', (str(e).strip().splitlines() or [''])[0])
         raise config.UserError(f'checkpoint {target} cannot be read ({type(e).__name__}: '
-                               f'{config.short(why, 160)}); it is not a complete torch '
+                               f'{config.cut(why, 160)}); it is not a complete torch '
                                f'checkpoint: give a .pth written by train.py or the original '
                                f'code.') from None
     if not isinstance(ckpt, dict):

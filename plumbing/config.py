@@ -90,12 +90,19 @@ def as_user_error(*kinds, prefix='', fix=''):
 os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
-def short(value, limit=80):
-    """repr(value), or its start and end when longer than `limit` (for messages)."""
-    text = value if isinstance(value, str) else repr(value)
+def cut(text, limit):
+    """`text`, or its start and end when longer than `limit` (for free text in a message)."""
     if len(text) <= limit:
         return text
     return f'{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} characters)'
+
+
+def short(value):
+    """A value for a message: a string (a path, a name) whole, since a cut path names no file,
+    unless past 1000 characters; the repr of any other value cut at 80."""
+    if isinstance(value, str) and len(value) <= 1000:
+        return value
+    return cut(value if isinstance(value, str) else repr(value), 80)
 
 
 def say(line):
@@ -511,7 +518,7 @@ def _assignments(path):
         tree = ast.parse(text, path)
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f'{path} cannot be read as a settings file ({type(e).__name__}: '
-                        f'{short(str(e), 100)}).') from None
+                        f'{cut(str(e), 100)}).') from None
     last = {}
     for node in tree.body:
         name = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else 0

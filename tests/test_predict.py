@@ -15,7 +15,7 @@ import network
 import predict
 import toy
 from conftest import run_main
-from plumbing import checkpoints, config, inference, outputs, pictures
+from plumbing import config, inference, outputs, pictures
 
 
 def run(argv, capsys):

@@ -126,6 +126,9 @@ def test_second_forms_long_values_paths_and_help(capsys, given):
     with pytest.raises(config.UserError) as e:  # a huge value is shortened in the message
         config.apply_overrides(['LR=' + '9' * 200000 + 'x'])
     assert len(str(e.value)) < 300 and '(200001 characters)' in str(e.value)
+    deep = '/tmp/' + 'a-long-folder-name/' * 20 + 'final.pth'  # a path in a message is whole
+    assert config.short(deep) == deep and config.short(tuple(range(100))).endswith(
+        '97, 98, 99) (390 characters)')
     # an experiment folder named like a setting is a path, not a setting
     assert config.apply_overrides(['lr=0.1/final.pth', 'EMANet.T=3/x.pth']) == [
         'lr=0.1/final.pth', 'EMANet.T=3/x.pth']
