@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 DEMO="DATA_ROOT=./toy/data N_CLASSES=5 N_LAYERS=18 PRETRAINED= BN_MOM=0.1 EMA_CHANNELS=64
-      N_BASES=16 CROP_SIZE=57 SCALES=(0.75,1.0,1.25) BATCH_SIZE=8 LR=0.1 ITER_MAX=750
+      N_BASES=16 CROP_SIZE=57 SCALES=(0.75,1.0,1.25) BATCH_SIZE=8 LR=0.04 ITER_MAX=750
       ITER_SAVE=750 NUM_WORKERS=2 LOG_EVERY=50 IMAGE_EVERY=150
       MODEL_DIR=./toy/models LOG_DIR=./toy/logdir"
 [ -f toy/data/classes.txt ] || $PY toy.py toy/data

@@ -29,7 +29,7 @@ DEVICE = torch.device('cuda' if CUDA else 'cpu')
 pytestmark = pytest.mark.skipif(not CUDA and not os.environ.get('EMANET_DRY_RUN'),
                                 reason='needs a CUDA GPU (EMANET_DRY_RUN=1: on the CPU)')
 DEMO = dict(N_CLASSES=5, N_LAYERS=18, PRETRAINED='', BN_MOM=0.1, EMA_CHANNELS=64, N_BASES=16,
-            CROP_SIZE=57, SCALES=(0.75, 1.0, 1.25), BATCH_SIZE=8, LR=0.1, NUM_WORKERS=2,
+            CROP_SIZE=57, SCALES=(0.75, 1.0, 1.25), BATCH_SIZE=8, LR=0.04, NUM_WORKERS=2,
             LOG_EVERY=1, IMAGE_EVERY=0, ATTN_IMAGES=0, STEM='torchvision', STRIDE=8)
 REPORT = {}
 
