@@ -49,12 +49,14 @@ class UserError(Exception):
 
 def command(fn):
     """Decorate a script's main(argv): a UserError ends it with its sentence and exit status 2;
-    SIGTERM (what cluster schedulers send) ends it like Ctrl-C, with exit status 130. The
-    settings are as they were after it returns (main run in a test's process leaves none)."""
+    Ctrl-C and SIGTERM (what cluster schedulers send) end it with exit status 130, outside an
+    uninterrupted() block. The settings are as they were after it returns (main run in a test's
+    process leaves none)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _interrupt)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, _interrupt)
         try:
             with applied():
                 return fn(*args, **kwargs)
@@ -68,12 +70,35 @@ def command(fn):
             print('interrupted', file=sys.stderr, flush=True)
             sys.exit(130)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     return wrapper
 
 
+_HOLD = {'depth': 0}  # inside uninterrupted(): its depth, and 'pending' once a signal came
+
+
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    """Ctrl-C and SIGTERM: KeyboardInterrupt now, or at the end of an uninterrupted() block
+    (a second one does not wait)."""
+    if _HOLD['depth'] and not _HOLD.get('pending'):
+        _HOLD['pending'] = True
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Inside, Ctrl-C and SIGTERM wait for the block's end, then stop the script as always: for
+    library code with threads and queues (tensorboardX's writer), which a KeyboardInterrupt
+    raised in its middle can leave waiting forever at the process's exit."""
+    _HOLD['depth'] += 1
+    try:
+        yield
+    finally:
+        _HOLD['depth'] -= 1
+        if not _HOLD['depth'] and _HOLD.pop('pending', False):
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

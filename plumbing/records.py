@@ -73,8 +73,9 @@ class Log:
         self.appended = set()  # the files this run has appended to
         if self.on:
             from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
-                                    filename_suffix=f'{outputs.EVENTS}{os.getpid()}')
+            with config.uninterrupted():  # (its writer thread and queue: see uninterrupted)
+                self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
+                                        filename_suffix=f'{outputs.EVENTS}{os.getpid()}')
 
     def __call__(self, line):
         if self.on:
@@ -97,17 +98,21 @@ class Log:
             f.write(line.encode() + b'\n')
 
     def scalars(self, step, values):
-        for tag, value in values.items() if self.on else ():
-            self.tb.add_scalar(tag, value, step)
+        with config.uninterrupted():
+            for tag, value in values.items() if self.on else ():
+                self.tb.add_scalar(tag, value, step)
 
     def image(self, step, tag, picture):
         if self.on:
-            self.tb.add_image(tag, picture, step, dataformats='HWC')
+            with config.uninterrupted():
+                self.tb.add_image(tag, picture, step, dataformats='HWC')
 
     def flush(self):
         if self.on:
-            self.tb.flush()
+            with config.uninterrupted():
+                self.tb.flush()
 
     def close(self):
         if self.on:
-            self.tb.close()
+            with config.uninterrupted():
+                self.tb.close()

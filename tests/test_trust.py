@@ -161,6 +161,41 @@ def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(projec
     done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
     assert done.returncode == 0 and os.listdir(tmp_path / 'models') == [], done.stderr
 
+def test_a_signal_inside_the_tensorboard_writer_waits_for_the_call_to_end(tmp_path, given):
+    """Ctrl-C or SIGTERM in the middle of a tensorboardX call (its queue and writer thread) left
+    the process waiting forever at exit, now and then; the signal now waits for the call's
+    end, then stops the script as always; a second one does not wait."""
+    given(LOG_DIR=str(tmp_path))
+    calls = []
+
+    class Writer:  # a signal arrives in the middle of a call
+        def add_scalar(self, tag, value, step):
+            if not calls:
+                os.kill(os.getpid(), signal.SIGTERM)
+            calls.append(tag)
+
+        def flush(self):
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                calls.append('flush')
+
+    @config.command
+    def main(method, *values):
+        log = records.Log(0, 0, 'test')
+        log.tb.close()
+        log.tb = Writer()
+        getattr(log, method)(*values)
+        calls.append('after')
+
+    for method, values, seen in (('scalars', (1, {'a': 1.0, 'b': 2.0}), ['a', 'b']),
+                                 ('flush', (), ['flush'])):
+        calls.clear()
+        with pytest.raises(SystemExit) as e:
+            main(method, *values)
+        assert e.value.code == 130 and calls == seen
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # ---------------------------------------------------------------------------- writes
 
 
