@@ -111,8 +111,13 @@ def as_user_error(*kinds, prefix='', fix=''):
         raise UserError(f'{prefix}{e}' + (f'; {fix}.' if fix else '')) from None
 
 
-# forked data loader workers die quietly on SIGTERM, as they would without us
-os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+def _as_without_us():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# forked data loader workers die quietly on SIGTERM and take Ctrl-C as they would without us
+os.register_at_fork(after_in_child=_as_without_us)
 
 
 def cut(text, limit):

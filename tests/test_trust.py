@@ -161,6 +161,7 @@ def test_sigterm_stops_a_run_that_clean_sh_left_alone_and_the_run_resumes(projec
     done = subprocess.run(clean, capture_output=True, text=True, env=SH_ENV)
     assert done.returncode == 0 and os.listdir(tmp_path / 'models') == [], done.stderr
 
+
 def test_a_signal_inside_the_tensorboard_writer_waits_for_the_call_to_end(tmp_path, given):
     """Ctrl-C or SIGTERM in the middle of a tensorboardX call (its queue and writer thread) left
     the process waiting forever at exit, now and then; the signal now waits for the call's
