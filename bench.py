@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plumbing import config, files, inference, outputs, records  # first: settings.py checked
+from plumbing import config, files, outputs, records  # first: settings.py checked
 import dataset
+import inference
 import network
 import settings
 

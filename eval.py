@@ -10,8 +10,7 @@ confusion matrix, palette PNG predictions and the bases' attention maps.
 Results go to LOG_DIR/eval_<checkpoint>-<id>_<split>_<mode>_T<stages>.json (and _confusion.png,
 _pred/, _attention/): <id> tells checkpoints of the same name apart, so no other checkpoint or
 mode overwrites them. The model and MEAN/STD (every setting but evaluation's) come from the
-checkpoint. The inference itself is plumbing/inference.py's, shared with training and
-predict.py.
+checkpoint. The inference itself is inference.py's, shared with training and predict.py.
 """
 import math
 import os
@@ -19,9 +18,10 @@ import sys
 
 import torch
 
-from plumbing import (checkpoints, config, files, inference, outputs,  # first: settings.py
-                      pictures, processes, records)                     # checked
+from plumbing import (checkpoints, config, files, layout,  # first: settings.py checked
+                      outputs, pictures, processes, records)
 import dataset
+import inference
 import network
 import settings
 
@@ -45,14 +45,14 @@ def main(argv):
     rank, world, device = processes.init_distributed()
     if device.type == 'cpu' and world > 1:  # the cores shared by the processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    net, info = inference.load_net(target, device, network, keep=given)
+    net, info = inference.load_net(target, device, keep=given)
     if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
-        info = {**dataset.meta(), **info}
+        info = {**layout.meta(), **info}
     config.no_effect(given, {k: 'EVAL_MODE=whole infers each image whole' for k in (
         'SLIDE_CROP', 'SLIDE_STEP') if settings.EVAL_MODE == 'whole'})
     data = dataset.ValDataset(settings.VAL_SPLIT)
     log_dir = files.folder('LOG_DIR') if rank == 0 else None
-    mode = inference.mode_name(info['trained'])
+    mode = checkpoints.mode_name(info['trained'])
     name = f'eval_{checkpoints.checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode}'
     stages = network.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')

@@ -9,7 +9,6 @@ dicts load strictly. `python bench.py cost` prints the parameters and multiply-a
 """
 import contextlib
 import math
-import os
 
 import torch
 import torch.distributed as dist
@@ -20,7 +19,13 @@ import settings
 
 
 class WeightsError(ValueError):
-    """Weights that do not fit the network: what is wrong, in words a user can act on."""
+    """Weights that do not fit the network: what is wrong, in words a user can act on, naming
+    settings as {built} and {found} (the network's and those its weights show: `settings`),
+    which config.as_user_error writes out."""
+
+    def __init__(self, message, **settings):
+        super().__init__(message)
+        self.settings = settings
 
 # ---------------------------------------------------------------------------- building blocks
 
@@ -232,10 +237,11 @@ def upsample(x, size):
 class EMANet(nn.Module):
     """EMANet (ICCV 2019). n_classes and n_layers as the original; the rest is read from
     settings when built. forward(img) -> logits at the image's size; forward(img, label) ->
-    (loss, logits) for training; with return_attention=True also the last E-step's
-    responsibilities z (B, K, h, w). With AUX_WEIGHT > 0, an auxiliary FCN head on layer3 adds
-    AUX_WEIGHT times its loss in training (as mmsegmentation's and PaddleSeg's EMANet); with
-    AUX_WEIGHT = 0 (the original) it is not built."""
+    (losses, logits) for training, losses {name: term} whose sum is trained (each term is
+    logged); with return_attention=True also the last E-step's responsibilities z (B, K, h, w).
+    With AUX_WEIGHT > 0, an auxiliary FCN head on layer3 adds AUX_WEIGHT times its loss in
+    training (as mmsegmentation's and PaddleSeg's EMANet); with AUX_WEIGHT = 0 (the original)
+    it is not built."""
 
     def __init__(self, n_classes, n_layers):
         super().__init__()
@@ -260,12 +266,12 @@ class EMANet(nn.Module):
         out = self.head(x, img.shape[-2:], return_attention, stages)
         if label is None:
             return out
-        loss = criterion(out, label)
+        losses = {'main': criterion(out, label)}
         if self.aux is not None:
             with precision(img):
                 aux = self.aux(layer3)
-            loss = loss + settings.AUX_WEIGHT * criterion(upsample(aux, img.shape[-2:]), label)
-        return loss, out
+            losses['aux'] = settings.AUX_WEIGHT * criterion(upsample(aux, img.shape[-2:]), label)
+        return losses, out
 
     def features(self, img):
         """What the EM unit takes: the backbone and fc0 (B, EMA_CHANNELS, h, w)."""
@@ -321,13 +327,17 @@ def hard_pixels(logits, label):
 
 def train_step(net, optimizer, x, label):
     """One SGD step on a batch, the one train.py runs and bench.py times: the forward with its
-    loss (the bases' moving average moves inside it), the backward and the update, at the
-    rates the optimizer holds. Returns (loss, logits), detached."""
-    loss, logits = net(x, label)
+    losses (the bases' moving average moves inside it), the backward of their sum and the
+    update, at the rates the optimizer holds. Returns (scalars, logits), detached: scalars
+    {'loss': the sum, and 'loss_<name>' of each term when there are several}, each of which
+    train.py logs."""
+    losses, logits = net(x, label)
+    loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach(), logits.detach()
+    terms = {f'loss_{k}': v.detach() for k, v in losses.items()} if len(losses) > 1 else {}
+    return {'loss': loss.detach(), **terms}, logits.detach()
 
 
 def build(state=None):
@@ -359,11 +369,10 @@ def load_weights(net, state, head_may_differ=False):
               if k not in skipped]
     if missing or unexpected or shapes:
         raise WeightsError(
-            f'does not fit the network built with {describe(settings_of(own))}: '
-            f'{describe(settings_of(state))} by its weights'
-            + ''.join(f'; {what} {len(keys)} key(s) like {", ".join(keys[:3])}' for what, keys in
-                      (('missing', missing), ('unexpected', unexpected), ('shape', shapes))
-                      if keys))
+            'does not fit the network built with {built}: {found} by its weights' + ''.join(
+                f'; {what} {len(keys)} key(s) like {", ".join(keys[:3])}' for what, keys in
+                (('missing', missing), ('unexpected', unexpected), ('shape', shapes)) if keys),
+            built=settings_of(own), found=settings_of(state))
     counters = {k: v for k, v in own.items() if k.endswith('num_batches_tracked')}
     net.load_state_dict({**counters, **{k: v for k, v in state.items() if k not in skipped},
                          **{k: own[k] for k in skipped}}, strict=True)
@@ -387,11 +396,6 @@ def settings_of(state):
             found['N_LAYERS'] = depth
     return found
 
-
-def describe(values):
-    """Settings as 'KEY=value KEY=value' (for messages)."""
-    return ' '.join(f'{k}={v}' for k, v in values.items()) or 'unknown settings'
-
 # ---------------------------------------------------------------------------- ImageNet weights
 
 
@@ -402,50 +406,18 @@ def imagenet_name(key):
             '7': 'layer4'}[index] + '.' + rest
 
 
-def load_imagenet(net, path):
-    """Load ImageNet weights into net.extractor, all or nothing; returns the tensor count.
-    Takes the original's deep-stem files (STEM='deep') and torchvision's (STEM='torchvision')."""
-    if not os.path.isfile(path):
-        raise WeightsError(
-            f'ImageNet weights {path} do not exist; download them into that path (see '
-            f'models/README.md) or set PRETRAINED= to train from scratch.')
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise WeightsError(f'ImageNet weights {path} cannot be read ({type(e).__name__}); '
-                               f'download the file again.') from None
-    state = state.get('state_dict', state) if isinstance(state, dict) else {}
-    state = {k.removeprefix('module.'): v for k, v in state.items() if torch.is_tensor(v)}
-    file_stem = 'deep' if 'conv1.0.weight' in state else 'torchvision'
-    if 'conv1.weight' not in state and 'conv1.0.weight' not in state:
-        file_stem = None
-    if file_stem != settings.STEM:
-        what = f"a {file_stem!r}-stem ResNet file" if file_stem else 'no ResNet stem'
-        fix = f"set STEM='{file_stem}'" if file_stem else 'give a ResNet ImageNet file'
-        raise WeightsError(f'ImageNet weights {path} hold {what} but STEM='
-                               f'{settings.STEM!r}; {fix}.')
+def load_imagenet(net, read):
+    """Load ImageNet weights into net.extractor, all of them; returns the tensor count. `read`
+    (checkpoints.read_imagenet) reads them from the file, checked to fit {file name: tensor}
+    of the backbone: the original's deep-stem files (STEM='deep') or torchvision's
+    (STEM='torchvision')."""
     target = {imagenet_name(k): v for k, v in net.extractor.state_dict().items()}
-    for name, tensor in target.items():
-        if name not in state and not name.endswith('num_batches_tracked'):
-            raise WeightsError(f'ImageNet weights {path} lack {name!r}; the file does not '
-                                   f'fit N_LAYERS={settings.N_LAYERS}, '
-                                   f'give the matching ResNet file.')
-        if name in state and state[name].shape != tensor.shape:
-            raise WeightsError(
-                f'ImageNet weights {path}: {name!r} has shape {tuple(state[name].shape)}, '
-                f'the backbone needs {tuple(tensor.shape)}; give the matching ResNet file.')
-    extra = [k for k in state if k not in target and not k.startswith('fc.')]
-    if extra:
-        raise WeightsError(f'ImageNet weights {path} hold {len(extra)} tensors the '
-                               f'backbone does not have (first: {extra[0]!r}); give the '
-                               f'ResNet-{settings.N_LAYERS} file.')
-    loaded = 0
+    state = read(target)
     with torch.no_grad():
         for name, tensor in target.items():
             if name in state:
                 tensor.copy_(state[name])
-                loaded += 1
-    return loaded
+    return sum(name in state for name in target)
 
 # ---------------------------------------------------------------------------- cost
 

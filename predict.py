@@ -12,7 +12,7 @@ says; grayscale, 16-bit, CMYK and RGBA become RGB, and what is not used, like an
 or more frames, is said), a folder of images, or a text file listing image paths, one per line
 as written (relative to the file). The model, MEAN/STD, the class names and the palette come
 from the checkpoint alone; EVAL_SCALES, EVAL_FLIP, EVAL_MODE (slide windows for large images)
-and the first STAGE_NUM_EVAL apply, and inference is eval.py's own (plumbing/inference.py).
+and the first STAGE_NUM_EVAL apply, and inference is eval.py's own (inference.py).
 Outputs go to --out, by default a new folder LOG_DIR/predict_<checkpoint>-<id>_<mode>; the last
 line printed names it. An image that cannot
 be read is reported and skipped, and the exit status is 1 at the end.
@@ -30,9 +30,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from plumbing import (checkpoints, config, files, inference, outputs,  # first: settings.py
-                      pictures, processes)                              # checked
-import dataset
+from plumbing import (checkpoints, config, files, images,  # first: settings.py checked
+                      layout, outputs, pictures, processes)
+import inference
 import network
 import settings
 
@@ -57,14 +57,14 @@ def main(argv):
                                '--voc-test instead of them), like `python predict.py '
                                'models/final.pth photos/`; see --help.')
     rank, world, device = processes.init_distributed()
-    net, info = inference.load_net(args.checkpoint, device, network, keep=given)
+    net, info = inference.load_net(args.checkpoint, device, keep=given)
     if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
-        info = {**dataset.meta(), **info}
+        info = {**layout.meta(), **info}
     say_unused(given)
     if args.voc_test:
-        root = dataset.data_root()
-        ids = dataset.read_list(os.path.join(root, 'ImageSets', 'Segmentation', 'test.txt'))
-        paths = [dataset.find_image(os.path.join(root, 'JPEGImages', i)) for i in ids]
+        root = layout.data_root()
+        ids = layout.split_ids(root, 'test')
+        paths = [layout.image_path(root, i) for i in ids]
         names = ids
     else:
         paths = images_of(args.inputs)
@@ -119,7 +119,7 @@ def claim_out(given, wanted, checkpoint, info):
         out = os.path.abspath(given)
     else:
         log_dir = files.folder('LOG_DIR')
-        mode = inference.mode_name(info['trained'])
+        mode = checkpoints.mode_name(info['trained'])
         out = os.path.join(log_dir, files.unique_name(
             log_dir, f'predict_{checkpoints.checkpoint_id(checkpoint)}_{mode}'))
     if os.path.exists(out) and not os.path.isdir(out):
@@ -157,14 +157,14 @@ def images_of(inputs):
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(f for f in os.listdir(item)
-                           if f.lower().endswith(dataset.IMAGE_EXTS) and not f.startswith('.'))
+                           if f.lower().endswith(layout.IMAGE_EXTS) and not f.startswith('.'))
             if not found:
                 raise config.UserError(f'folder {item} holds no images '
-                                       f'({", ".join(dataset.IMAGE_EXTS)}); give a folder of '
+                                       f'({", ".join(layout.IMAGE_EXTS)}); give a folder of '
                                        f'images, a list or files.')
             paths += [os.path.join(item, f) for f in found]
         elif os.path.isfile(item) and item.lower().endswith('.txt'):
-            lines = dataset.read_ids(item, 'image list')
+            lines = layout.read_ids(item, 'image list')
             if not lines:
                 raise config.UserError(f'image list {item} is empty; give one image path per '
                                        f'line.')
@@ -218,7 +218,7 @@ def predict_all(net, paths, names, out, info, device, rank, world, overlays=True
                dynamic_ncols=True, disable=rank != 0)
     for path, name in bar:
         try:
-            image = dataset.read_image(path)
+            image = images.read_image(path)
         except config.UserError as e:
             failed.append((path, str(e)))
             continue

@@ -22,8 +22,7 @@ import sys
 
 import numpy as np
 
-from plumbing import config, files, preparation  # first: settings.py checked
-import dataset
+from plumbing import config, files, images, layout, preparation  # first: settings.py checked
 
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
@@ -50,9 +49,9 @@ def prepare_voc(voc, sbd, workers=None):
                                f'trainaug.txt there, so give a writable copy.')
     voc_ids = _stems(os.path.join(voc, 'SegmentationClass'), '.png')
     sbd_ids = _stems(os.path.join(sbd, 'cls'), '.mat') - voc_ids
-    voc_val = set(dataset.read_list(f'{lists}/val.txt'))
+    voc_val = set(layout.read_list(f'{lists}/val.txt'))
     trainaug = {i for f in (f'{lists}/train.txt', f'{sbd}/train.txt', f'{sbd}/val.txt')
-                for i in dataset.read_list(f)}
+                for i in layout.read_list(f)}
     trainaug = sorted(trainaug - voc_val)
     for split, ids in (('trainaug', trainaug), ('val', sorted(voc_val))):
         missing = [i for i in ids if i not in voc_ids and i not in sbd_ids]
@@ -98,12 +97,12 @@ def _voc_label(src):
         except Exception as e:  # a truncated or foreign .mat
             raise config.UserError(f'{src} cannot be read as an SBD label ({type(e).__name__}); '
                                    f'download SBD again.') from None
-        if label.ndim != 2 or label.max() >= len(dataset.VOC_CLASSES):
+        if label.ndim != 2 or label.max() >= len(layout.VOC_CLASSES):
             raise config.UserError(f'{src} does not hold a 2-D class map with values '
-                                   f'below {len(dataset.VOC_CLASSES)}; download SBD again.')
+                                   f'below {len(layout.VOC_CLASSES)}; download SBD again.')
     else:
         try:
-            label = dataset.read_label(src, len(dataset.VOC_CLASSES), 255)
+            label = images.read_label(src, len(layout.VOC_CLASSES), 255)
         except config.UserError as e:  # an edited or foreign VOC label
             raise config.UserError(f'{str(e).split(";")[0]}; VOC\'s own SegmentationClass '
                                    f'labels are palette PNGs of class indices, so download '
@@ -184,7 +183,7 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
     labels = preparation.must_exist(os.path.join(annotations, 'labels.txt'),
                                     'PASCAL Context class names', fix)
     names = {}
-    for line in dataset.read_ids(labels, 'class list'):
+    for line in layout.read_ids(labels, 'class list'):
         key, _, name = line.partition(':')
         if key.strip().isdigit():
             names[int(key)] = name.strip()
@@ -192,14 +191,14 @@ def prepare_context(voc2010, annotations, classes=60, out=None, workers=None):
         raise config.UserError(f'{labels} does not name the classes 1-459 as "id: name" lines; '
                                f'take it from PASCAL Context\'s trainval.tar.gz again.')
     named = os.path.join(annotations, '59_labels.txt')  # optional: the 59 by name, checked
-    if os.path.isfile(named) and {line.partition(':')[2].strip() for line in dataset.read_ids(
+    if os.path.isfile(named) and {line.partition(':')[2].strip() for line in layout.read_ids(
             named, 'class list') if ':' in line} != {names[v] for v in CONTEXT_IDS}:
         raise config.UserError(f'{named} does not name the 59 classes that {labels} names at '
                                f'the ids of the usual 59; take both from the PASCAL Context site.')
     splits = {}
     for split in ('train', 'val'):
         listed = os.path.join(voc2010, 'ImageSets', 'Main', f'{split}.txt')
-        ids = dataset.read_ids(preparation.must_exist(listed, f'VOC 2010 {split} list', fix))
+        ids = layout.read_ids(preparation.must_exist(listed, f'VOC 2010 {split} list', fix))
         splits[split] = [(i, os.path.join(voc2010, 'JPEGImages', f'{i}.jpg'),
                           os.path.join(annotations, 'trainval', f'{i}.mat')) for i in ids]
     first = 1 if classes == 60 else 0
@@ -258,7 +257,7 @@ def prepare_cocostuff10k(root, out=None, workers=None):
              for split in ('train', 'test')}
     splits = {split: [(i, os.path.join(root, 'images', f'{i}.jpg'),
                        os.path.join(root, 'annotations', f'{i}.mat'))
-                      for i in dataset.read_ids(listed)] for split, listed in lists.items()}
+                      for i in layout.read_ids(listed)] for split, listed in lists.items()}
     convert = functools.partial(preparation.convert_mat, lut=COCO_LUT,
                                 what='COCO-Stuff ids (0-182)', field='S')
     out = preparation.write_prepared(out or os.path.join(root, 'emanet_cocostuff10k'), splits,
@@ -309,7 +308,7 @@ def prepare_ade20k(root, out=None, workers=None):
     fix = f'unpack ADEChallengeData2016.zip (from the MIT Scene Parsing site) and give {root}'
     info = preparation.must_exist(os.path.join(root, 'objectInfo150.txt'), 'ADE20K class names',
                                   fix)
-    rows = [line.split('\t') for line in dataset.read_ids(info, 'class list')[1:]]
+    rows = [line.split('\t') for line in layout.read_ids(info, 'class list')[1:]]
     classes = [r[-1].split(',')[0].strip() for r in rows if r[0].strip().isdigit()]
     if len(classes) != 150:
         raise config.UserError(f'{info} does not list the 150 classes ("Idx Ratio Train Val '

@@ -1,8 +1,7 @@
 """Joint transforms of an image and its label, on HWC uint8 numpy arrays: the training
 augmentation (scale, pad, crop, flip), and the arrays as tensors. Not here: reading files
 (dataset.py), the settings (given as arguments: no settings are read here) and the
-normalisation, which runs on the device (plumbing/inference.to_input, for training and
-evaluation).
+normalisation, which runs on the device (inference.to_input, for training and evaluation).
 
 Every transform is `t(image, label, rng=None) -> (image, label)`: rng is a numpy Generator
 (a fresh unseeded one when None), parameters are given at construction. Images stay uint8

@@ -1,7 +1,8 @@
 """Checkpoints: written so that a kill or a full disk never leaves half a file, read back with
 every mistake said in one sentence and their weights checked to be finite, told apart from other
-files of their names, and fingerprinted. Not here: what goes into one (train.py) and loading one
-into a network (infer.py, network.py)."""
+files of their names, fingerprinted, and the settings they were trained with restored for
+evaluation (results named after what differs). Not here: what goes into one (train.py) and
+loading one into a network (network.py, inference.py)."""
 import collections
 import hashlib
 import os
@@ -11,7 +12,7 @@ import shlex
 import zipfile
 
 import settings
-from plumbing import config, files
+from plumbing import config, files, processes
 
 NAMES = re.compile(r'(latest|final|best|step_\d+)\.pth')  # what train.py writes into MODEL_DIR
 
@@ -145,3 +146,121 @@ def is_checkpoint_of_train(target):
     except Exception:  # not a zip, no data.pkl, a foreign pickle: not ours
         return False
     return isinstance(top, dict) and {'net', 'step', 'optimizer', 'settings'} <= set(top)
+
+# ---------------------------------------------------------------------------- settings restored
+
+
+def restore(target, keep=()):
+    """Checkpoint `target` (see load_checkpoint) with every setting it recorded applied, but
+    those of evaluation (config.EVALUATION) and those named in `keep` (given on the command
+    line); DATA_ROOT too when settings.py's is not a folder. Returns (checkpoint, info):
+    {'step', 'trained' (its settings), 'classes' and 'palette' where it holds them}. A setting
+    it recorded that this code does not define is refused: the code that read it built the
+    network. The original's {'net', 'step'} files use the settings as they are."""
+    ckpt = load_checkpoint(target)
+    saved, now = ckpt.get('settings') or {}, config.resolved()
+    differ = [k for k in config.differ(saved, config.EVALUATION) if k in saved]
+    foreign = {k: saved[k] for k in differ if k not in now}
+    if foreign:
+        raise config.UserError(f'checkpoint {target} was trained with {config.text(foreign)}, '
+                               f'which this code\'s settings.py does not define, so it may build '
+                               f'another network; score it with the code of the folder that '
+                               f'trained it.')
+    taken = {k: config.convert(k, saved[k]) for k in differ if k not in keep}
+    if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
+            and not os.path.isdir(config.path(settings.DATA_ROOT))):
+        taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
+    bad = [k for k, v in taken.items() if v is None]
+    if bad:
+        raise config.UserError(f'checkpoint {target} records {bad[0]}={config.short(saved[bad[0]])}'
+                               f', not {config.takes(bad[0])} as settings.py has it (a hand-edited '
+                               f'file?); give a file written by train.py.')
+    config.apply(taken)
+    try:
+        config.check()
+    except config.UserError as e:  # a value the checkpoint holds, not one of settings.py
+        raise config.UserError(f'checkpoint {target} was trained with settings this code does '
+                               f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
+            from None
+    given = changed(saved)  # (what is not kept was just taken from the checkpoint)
+    if processes.rank_world()[0] == 0:
+        if taken:
+            print(f'from the checkpoint: {config.text(taken)}', flush=True)
+        if given:  # an ablation (trained at stride 16, scored at 8) or a slip: said either way
+            print(f'given: {config.text(given)}; the checkpoint was trained with '
+                  f'{config.text({k: saved[k] for k in given})}', flush=True)
+    info = {'step': ckpt.get('step'), 'trained': saved,
+            **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
+    return ckpt, info
+
+
+def changed(trained):
+    """{KEY: value now} of the settings that differ from those a checkpoint was `trained` with
+    (as it records them), but evaluation's and those it does not record."""
+    now = config.resolved()
+    return {k: now[k] for k in config.differ(trained, config.EVALUATION)
+            if k in trained and k in now}
+
+
+def mode_name(trained=None):
+    """The name of an evaluation's results: the inference mode, 'ss' or the scales
+    ('ms0.5-1-1.5'), '_flip', '_slide<crop>-<step>' and '_bf16' when they apply, e.g.
+    'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where the settings differ from those the
+    checkpoint was `trained` with, '_os<STRIDE>' and a hash of the others (DATA_ROOT, and every
+    other setting but evaluation's), so no two differ in name only."""
+    import torch
+    scales = tuple(settings.EVAL_SCALES)
+    name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
+    name += '_flip' if settings.EVAL_FLIP else ''
+    if settings.EVAL_MODE == 'slide':
+        name += f'_slide{settings.SLIDE_CROP}-{settings.SLIDE_STEP}'
+    name += '_bf16' if torch.cuda.is_available() and settings.AMP else ''
+    trained = trained or {}
+    if trained.get('STRIDE', settings.STRIDE) != settings.STRIDE:
+        name += f'_os{settings.STRIDE}'
+    other = {k: v for k, v in changed(trained).items() if k != 'STRIDE'}
+    if 'DATA_ROOT' in trained and config.path(trained['DATA_ROOT']) != config.path(
+            settings.DATA_ROOT):
+        other['DATA_ROOT'] = config.path(settings.DATA_ROOT)
+    if other:
+        name += '_' + hashlib.sha256(repr(sorted(other.items())).encode()).hexdigest()[:6]
+    return name
+
+# ---------------------------------------------------------------------------- ImageNet weights
+
+
+def read_imagenet(target):
+    """The ImageNet ResNet file that PRETRAINED names, as {name: tensor} (DataParallel's
+    'module.' dropped), checked to fit `target` ({name: tensor} of the backbone in the file's
+    names) in full: one sentence naming the first thing that does not (its stem, a tensor
+    missing, of another shape or too many)."""
+    import torch
+    path = config.named_file('PRETRAINED')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise config.UserError(f'ImageNet weights {path} cannot be read ({type(e).__name__}); '
+                               f'download the file again.') from None
+    state = state.get('state_dict', state) if isinstance(state, dict) else {}
+    state = {k.removeprefix('module.'): v for k, v in state.items() if torch.is_tensor(v)}
+    stem = 'deep' if 'conv1.0.weight' in state else 'torchvision' if 'conv1.weight' in state \
+        else None
+    lack = [k for k in target if k not in state and not k.endswith('num_batches_tracked')]
+    shape = [k for k in target if k in state and state[k].shape != target[k].shape]
+    extra = [k for k in state if k not in target and not k.startswith('fc.')]
+    fix = 'give the matching ResNet file'
+    if stem != settings.STEM:
+        problem = (f" hold a {stem!r}-stem ResNet file but STEM={settings.STEM!r}; set "
+                   f"STEM='{stem}'") if stem else \
+            f' hold no ResNet stem but STEM={settings.STEM!r}; give a ResNet ImageNet file'
+    elif lack:
+        problem = f' lack {lack[0]!r}; the file does not fit N_LAYERS={settings.N_LAYERS}, {fix}'
+    elif shape:
+        problem = (f': {shape[0]!r} has shape {tuple(state[shape[0]].shape)}, the backbone '
+                   f'needs {tuple(target[shape[0]].shape)}; {fix}')
+    elif extra:
+        problem = (f' hold {len(extra)} tensors the backbone does not have (first: '
+                   f'{extra[0]!r}); give the ResNet-{settings.N_LAYERS} file')
+    else:
+        return state
+    raise config.UserError(f'ImageNet weights {path}{problem}.')

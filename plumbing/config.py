@@ -4,6 +4,7 @@ two short lists of settings that may differ at evaluation and mid-run, the setti
 other folders, and a mistake the user can fix ended as one sentence (exit status 2). Not here:
 what a run writes (files.py, records.py) and the processes (processes.py)."""
 import ast
+import collections
 import contextlib
 import difflib
 import functools
@@ -104,11 +105,14 @@ def uninterrupted():
 @contextlib.contextmanager
 def as_user_error(*kinds, prefix='', fix=''):
     """Inside, an exception of `kinds` (whose message is one clause for the user, like
-    network.WeightsError) becomes a UserError: `prefix` + its message + '; ' + `fix` + '.'."""
+    network.WeightsError) becomes a UserError: `prefix` + its message + '; ' + `fix` + '.'. Its
+    message may name settings as {name}, written out from its `settings` {name: {KEY: value}}."""
     try:
         yield
     except kinds as e:
-        raise UserError(f'{prefix}{e}' + (f'; {fix}.' if fix else '')) from None
+        named = {k: text(v) or 'unknown settings' for k, v in getattr(e, 'settings', {}).items()}
+        raise UserError(f'{prefix}{str(e).format(**named)}' + (f'; {fix}.' if fix else '')) \
+            from None
 
 
 def _as_without_us():
@@ -135,13 +139,24 @@ def short(value):
     return cut(value if isinstance(value, str) else repr(value), 80)
 
 
-def say(line):
-    """A note for the user on stderr, from the first process only (under torchrun)."""
+def say(line, once=None, times=1):
+    """A note for the user on stderr, from the first process only (under torchrun). With `once`
+    (a key: a file, a kind of note), said for its first `times` occasions in this process only,
+    the last of several saying so (a dataset of such files is not said 10,000 times)."""
+    if once is not None:
+        _SAID[once] += 1
+        if _SAID[once] > times:
+            return
+        if times > 1 and _SAID[once] == times:
+            line = line.rstrip('.') + ' (and so every other file like it: not said again).'
     if os.environ.get('RANK', '0') == '0':
         if 'tqdm' in sys.modules:  # above a progress bar, not inside its line
             sys.modules['tqdm'].tqdm.write(f'note: {line}', file=sys.stderr)
         else:
             print(f'note: {line}', file=sys.stderr, flush=True)
+
+
+_SAID = collections.Counter()  # {key: occasions} of the notes said `once` in this process
 
 
 def no_effect(given, reasons):
@@ -210,6 +225,37 @@ def pair(value):
 def crop_size(value=None):
     """CROP_SIZE (or `value`) as (height, width)."""
     return pair(settings.CROP_SIZE if value is None else value)
+
+
+def named_file(key):
+    """The file that setting `key` (PRETRAINED, INIT_FROM) names, checked to be one: else one
+    sentence."""
+    target = path(getattr(settings, key))
+    if not os.path.isfile(target):
+        what = {'PRETRAINED': 'the ImageNet weights'}.get(key, 'the checkpoint')
+        how = 'are a folder; give the .pth file' if os.path.isdir(target) else \
+            'do not exist; put the file there'
+        raise UserError(f'{what} {target} ({key}) {how}, or pass {key}= to go without.')
+    return target
+
+
+def text(values):
+    """Settings as 'KEY=value KEY=value' (for messages)."""
+    return ' '.join(f'{k}={short(v)}' for k, v in values.items())
+
+
+def differ(saved, ignore=()):
+    """The names of the settings, but those of `ignore`, whose value now is not the one `saved`
+    holds ({KEY: value}, as a checkpoint records them), a setting that only one of them has
+    included, in order."""
+    now = resolved()
+
+    def same(k):
+        was = convert(k, saved[k])
+        return was == now[k] or k == 'CROP_SIZE' and was is not None and \
+            crop_size(was) == crop_size(now[k])
+    return [k for k in sorted(set(saved) | set(now)) if k not in ignore and (
+        k not in saved or k not in now or not same(k))]
 
 
 # ---------------------------------------------------------------------------- ranges
@@ -309,10 +355,10 @@ RANGES = _ranges()
 
 # ---------------------------------------------------------------------------- kinds
 
-def describe(kind):
+def in_words(kind):
     """A kind (or a value) in words: 'a number', 'a tuple of ints'."""
     if isinstance(kind, (tuple, list)):
-        return f'a tuple of {describe(kind[0]).split(" ", 1)[1]}s' if kind else 'a tuple'
+        return f'a tuple of {in_words(kind[0]).split(" ", 1)[1]}s' if kind else 'a tuple'
     names = {bool: 'True or False', int: 'an int', float: 'a number', str: 'a string'}
     return names.get(type(kind), f'a {type(kind).__name__}')
 
@@ -327,7 +373,7 @@ def kinds(key, value=None):
 
 def takes(key):
     """What setting `key` takes, in words: 'a number', 'an int or a tuple of ints'."""
-    return ' or '.join(describe(kind) for kind in kinds(key))
+    return ' or '.join(in_words(kind) for kind in kinds(key))
 
 
 def _convert(kind, value):
@@ -450,9 +496,6 @@ def read_in_code(root=ROOT):
     return frozenset(names)
 
 
-_SAID = set()  # the notes on settings.py said in this process
-
-
 def check_file():
     """Check settings.py as Python read it: a setting the code reads that it lacks, or a value
     of a kind no setting takes (or not the kind RANGES asks), is refused in one sentence naming
@@ -468,22 +511,20 @@ def check_file():
     fixed = {}
     for key, value in values.items():
         where = f'{file} line {nodes[key].lineno if key in nodes else "?"}'
-        if key not in read and (file, key) not in _SAID:
-            _SAID.add((file, key))
+        if key not in read:
             close = difflib.get_close_matches(key, sorted(read), n=1, cutoff=0.5)
             hint = f' (did you mean {close[0]}?)' if close else ''
             say(f'{where} defines {key}, which no code of this project reads{hint}; it has no '
-                f'effect until code reads settings.{key}.')
+                f'effect until code reads settings.{key}.', once=(file, key))
         converted = convert(key, value)
         if converted is None or not _plain(converted):
             what = takes(key) if key in RANGES else 'an int, a number, a string, True or ' \
                 'False, or a tuple of them'
-            raise UserError(f'{where}: {key} = {short(value)} is {describe(value)}, but {key} '
+            raise UserError(f'{where}: {key} = {short(value)} is {in_words(value)}, but {key} '
                             f'takes {what}; fix the line.')
-        if isinstance(converted, str) and converted != converted.strip() and \
-                (file, key, converted) not in _SAID:
-            _SAID.add((file, key, converted))
-            say(f'{where}: {key} = {converted!r} begins or ends with a space, taken as written.')
+        if isinstance(converted, str) and converted != converted.strip():
+            say(f'{where}: {key} = {converted!r} begins or ends with a space, taken as written.',
+                once=(file, key, converted))
         if converted is not value:
             fixed[key] = converted
     apply(fixed)

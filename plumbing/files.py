@@ -127,9 +127,6 @@ def inside(path, folder):
 
 # ---------------------------------------------------------------------------- text inputs
 
-_SAID = set()  # the files whose reading was said in this process
-
-
 def read_lines(path, what):
     """The non-blank lines of a text file a user gives, as written: [(line number, text)], each
     without its line ending (a Windows one too). What is not taken as written is said once in
@@ -167,9 +164,9 @@ def read_lines(path, what):
         changes.append(f'{_numbers(padded)} begin or end with spaces or tabs (removed)')
     if blank:
         changes.append(f'{_numbers(blank)} blank (skipped)')
-    if changes and os.path.abspath(path) not in _SAID:
-        _SAID.add(os.path.abspath(path))
-        config.say(f'{what} {path}: ' + '; '.join(changes) + '; every other line as written.')
+    if changes:
+        config.say(f'{what} {path}: ' + '; '.join(changes) + '; every other line as written.',
+                   once=('lines', os.path.abspath(path)))
     return lines
 
 

@@ -23,12 +23,12 @@ def voc_colours():
 
 
 def _palette(colours):
-    """`colours` (a flat list of 768 ints, as dataset.palette() gives) or VOC's."""
+    """`colours` (a flat list of 768 ints, as layout.palette() gives) or VOC's."""
     return colours or voc_colours().ravel().tolist()
 
 
 def write_label(label, target, colours=None):
-    """A label map or prediction (H, W) as an index PNG in `colours` (a dataset.palette(); VOC's
+    """A label map or prediction (H, W) as an index PNG in `colours` (a layout.palette(); VOC's
     by default): decoding it gives the map back exactly. Written atomically."""
     image = Image.fromarray(np.asarray(label, np.uint8), 'L').convert('P')
     image.putpalette(_palette(colours))
@@ -37,7 +37,7 @@ def write_label(label, target, colours=None):
 
 
 def colorize(label, colours=None):
-    """RGB uint8 (H, W, 3) of a label map in `colours` (a dataset.palette(); VOC's by default)."""
+    """RGB uint8 (H, W, 3) of a label map in `colours` (a layout.palette(); VOC's by default)."""
     table = np.array(_palette(colours), np.uint8).reshape(256, 3)
     return table[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
 

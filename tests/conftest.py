@@ -120,16 +120,15 @@ def net(tiny_net):
 def checkpoint(toy_root, tmp_path, tiny_net):
     """A tiny EMANet's checkpoint as train.py writes it (its weights random, not trained), with
     the toy data's classes and a palette of its own."""
-    import dataset
-    from plumbing import checkpoints
+    from plumbing import checkpoints, layout
     net = tiny_net(STRIDE=8, STAGE_NUM=2, DATA_ROOT=toy_root)
     with torch.no_grad():  # a head whose logits vary enough to predict several classes
         net.fc2.weight.mul_(50)
-    colours = dataset.palette()
+    colours = layout.palette()
     colours[3:6] = [1, 2, 3]
     target = str(tmp_path / 'run' / 'final.pth')
     checkpoints.save_atomic({'net': net.state_dict(), 'step': 5, 'settings': config.resolved(),
-                            'classes': dataset.class_names(toy_root), 'palette': colours}, target)
+                            'classes': layout.class_names(toy_root), 'palette': colours}, target)
     return target
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-import dataset
 from conftest import dead_pid
-from plumbing import config, pictures
+from plumbing import config, layout, pictures
+from plumbing import images as image_files
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
@@ -255,7 +255,7 @@ def run_prepare(capsys, fn, *args, **kwargs):
 def check_prepared(out, splits, labels, classes, palette=None):
     """The prepared folder `out`: lists {split: ids}, links to {id: image}, labels {id:
     expected array} (ids without one have no label file), classes.txt and palette.txt,
-    readable by dataset.py's readers."""
+    readable by dataset.py's readers (plumbing/images.py)."""
     lists = os.path.join(out, 'ImageSets', 'Segmentation')
     assert sorted(os.listdir(lists)) == sorted(f'{s}.txt' for s in splits)
     for split, ids in splits.items():
@@ -265,7 +265,7 @@ def check_prepared(out, splits, labels, classes, palette=None):
     assert sorted(os.listdir(os.path.join(out, 'JPEGImages'))) == sorted(
         i + os.path.splitext(p)[1] for i, p in images.items())
     for i, image in images.items():
-        link = dataset.find_image(os.path.join(out, 'JPEGImages', i))
+        link = layout.find_image(os.path.join(out, 'JPEGImages', i))
         assert os.path.islink(link) and os.readlink(link) == str(image)
         assert os.path.isabs(os.readlink(link))
     assert sorted(os.listdir(os.path.join(out, 'SegmentationClassAug'))) == \
@@ -276,8 +276,8 @@ def check_prepared(out, splits, labels, classes, palette=None):
         with Image.open(path) as img:
             assert img.mode == 'P' and img.getpalette()[:3 * len(palette or ())] == \
                 [v for c in palette or () for v in c]
-        got = dataset.read_label(path, len(classes), 255)
-        assert got.shape == dataset.read_image(dataset.find_image(
+        got = image_files.read_label(path, len(classes), 255)
+        assert got.shape == image_files.read_image(layout.find_image(
             os.path.join(out, 'JPEGImages', i))).shape[:2]
         np.testing.assert_array_equal(got, want, err_msg=i)
     if palette:

@@ -18,11 +18,12 @@ import pytest
 import torch
 
 import dataset
+import inference
 import network
 import settings
 import train
 from conftest import ENV, ROOT, slow_em
-from plumbing import config, inference
+from plumbing import config, runs
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device('cuda' if CUDA else 'cpu')
@@ -89,9 +90,9 @@ def sgd_steps(state, data, amp):
         for step, (image, label) in enumerate(data, 1):
             torch.manual_seed(step)
             train.poly_lr_scheduler(optimizer, step)
-            loss, logits = network.train_step(net, optimizer,
-                                              inference.to_input(image, channels_last), label)
-            losses.append(float(loss))
+            scalars, logits = network.train_step(net, optimizer,
+                                                 inference.to_input(image, channels_last), label)
+            losses.append(float(scalars['loss']))
             first = logits.float() if first is None else first
     return losses, first
 
@@ -142,7 +143,7 @@ def test_compiled_gradients_match_eager_ones(demo):
     image, label = batches(1)[0]
     x = inference.to_input(image)
     compiled = torch.compile(model, backend='inductor' if CUDA else 'eager')
-    diff = train.check_compiled(model, compiled, model, x, label)
+    diff = runs.compiled_gap(model, compiled, model, x, label)
     report('compiled vs eager gradients, relative difference', diff)
     assert diff < (0.05 if CUDA else 1e-5)  # bf16 rounding of two kernel orders
 
@@ -205,7 +206,7 @@ def test_one_checkpoint_scores_alike_in_bf16_and_fp32(toy, tmp_path):
     with config.applied({'DATA_ROOT': toy, 'NUM_WORKERS': 0}):
         for amp in (True, False):
             with config.applied({'AMP': amp}):
-                net, _ = inference.load_net(target, DEVICE, network)
+                net, _ = inference.load_net(target, DEVICE)
                 data = dataset.ValDataset()
                 with inference.eval_mode(net):
                     probs.append([inference.infer(net, data[i][0].to(DEVICE))[0]

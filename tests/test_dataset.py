@@ -12,7 +12,7 @@ from PIL import Image
 import dataset
 import toy
 from conftest import coded_pair, decode, interior, one_sentence, run_main
-from plumbing import config, pictures
+from plumbing import config, images, layout, pictures
 
 
 def tree_state(folder):
@@ -196,45 +196,45 @@ def test_image_formats_become_rgb(tmp_path):
              'p.bmp': Image.fromarray(rgb), 'w.webp': Image.fromarray(rgb)}
     for name, img in files.items():
         img.save(tmp_path / name, quality=100, **({'lossless': True} if 'webp' in name else {}))
-        out = dataset.read_image(str(tmp_path / name))
+        out = images.read_image(str(tmp_path / name))
         want = np.asarray(Image.open(tmp_path / name).convert('RGB')).astype(int)
         assert out.shape == (15, 20, 3) and out.dtype == np.uint8
         assert np.abs(out.astype(int) - want).mean() < 3, name
     for name in ('rgba.png', 'p.bmp', 'w.webp'):
-        assert np.array_equal(dataset.read_image(str(tmp_path / name)), rgb), name
+        assert np.array_equal(images.read_image(str(tmp_path / name)), rgb), name
     deep = rgb.astype(np.uint16) * 257  # 16-bit: the top byte of each value
     cv2.imwrite(str(tmp_path / 'deep.png'), deep[..., ::-1])
-    assert np.array_equal(dataset.read_image(str(tmp_path / 'deep.png')), rgb)
-    assert dataset.find_image(str(tmp_path / 'w')) == str(tmp_path / 'w.webp')
+    assert np.array_equal(images.read_image(str(tmp_path / 'deep.png')), rgb)
+    assert layout.find_image(str(tmp_path / 'w')) == str(tmp_path / 'w.webp')
 
 
 # ---------------------------------------------------------------------------- classes, toy
 
 def test_class_names_palette_and_colorize(toy_root, tmp_path, given):
     given(DATA_ROOT=toy_root, N_CLASSES=5)
-    assert dataset.class_names() == ['background', 'disk', 'bar', 'triangle', 'cross']
+    assert layout.class_names() == ['background', 'disk', 'bar', 'triangle', 'cross']
     given(N_CLASSES=6)
     with pytest.raises(config.UserError, match='classes.txt names 5 classes but N_CLASSES=6'):
-        dataset.class_names()
+        layout.class_names()
     given(DATA_ROOT='/nonexistent')
-    assert dataset.class_names()[5] == 'class_5'
+    assert layout.class_names()[5] == 'class_5'
     given(N_CLASSES=21)
-    assert dataset.class_names()[15] == 'person'
-    pal = dataset.palette()
+    assert layout.class_names()[15] == 'person'
+    pal = layout.palette()
     assert len(pal) == 768 and pal[3:9] == [128, 0, 0, 0, 128, 0] and pal[-3:] == [224, 224, 192]
     rgb = pictures.colorize(np.array([[0, 1], [2, 255]]))
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert rgb[1, 1].tolist() == [224, 224, 192]
     (tmp_path / 'palette.txt').write_text('10 20 30\n\n40 50 60\n')  # a dataset's own colours
-    pal = dataset.palette(str(tmp_path))
+    pal = layout.palette(str(tmp_path))
     assert pal[:6] == [10, 20, 30, 40, 50, 60] and pal[6:9] == [0, 128, 0]  # then VOC's
     assert pictures.colorize(np.array([[1]]), pal)[0, 0].tolist() == [40, 50, 60]
     (tmp_path / 'palette.txt').write_text('10 20\n')
     with pytest.raises(config.UserError, match='palette .*palette.txt is not lines of three'):
-        dataset.palette(str(tmp_path))
+        layout.palette(str(tmp_path))
     (tmp_path / 'palette.txt').write_text('10 20 300\n')
     with pytest.raises(config.UserError, match='values in \\[0, 255\\]'):
-        dataset.palette(str(tmp_path))
+        layout.palette(str(tmp_path))
 
 
 def test_toy_is_deterministic_and_shape_not_colour_decides(tmp_path):
@@ -352,15 +352,15 @@ def test_check_finds_cut_images_and_repeated_class_names_palettes_and_folders(tm
     assert f'image {jpg} is cut short' in out and '1 problem(s)' in out
     (root / 'palette.txt').write_text('#000000\n')
     with pytest.raises(config.UserError, match='palette .* is not lines of three numbers'):
-        dataset.check(str(root), 1)
+        layout.check(str(root), 1)
     (root / 'palette.txt').unlink()
     (root / 'classes.txt').write_text('background\ndisk\ndisk\ntriangle\ncross\n')
     with pytest.raises(config.UserError, match=r"classes.txt names 'disk' more than once; class "
                                                r"names must be distinct"):
-        dataset.check(str(root), 1)
+        layout.check(str(root), 1)
     with pytest.raises(config.UserError, match=r'image .*JPEGImages cannot be read: it is a '
                                                r'folder\.'):
-        dataset.read_image(str(root / 'JPEGImages'))
+        images.read_image(str(root / 'JPEGImages'))
     code, _, err = run_main(toy.main, [str(tmp_path / 'x'), '--seed', '-5'], capsys)
     assert code == 2
     one_sentence(err, '--seed -5 must be 0 or more.')

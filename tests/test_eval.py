@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 import eval as evaluation
+import inference
 import network
 from conftest import StandIn as Items
 from conftest import TINY, as_args, as_in_a_new_process, one_sentence, run_main, tensorboard_events
-from plumbing import checkpoints, config, inference, pictures
+from plumbing import checkpoints, config, pictures
 
 
 def test_the_table_and_the_json_of_scores():

@@ -10,10 +10,11 @@ from conftest import ROOT
 
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
 LAYERS = [('settings',),
-          ('plumbing', 'plumbing.config'), ('plumbing.processes', 'plumbing.files'),
+          ('plumbing', 'plumbing.config'),
+          ('plumbing.processes', 'plumbing.files', 'plumbing.images'),
           ('plumbing.outputs',), ('plumbing.records', 'plumbing.checkpoints', 'plumbing.pictures'),
-          ('plumbing.inference', 'plumbing.preparation'),
-          ('network',), ('transforms', 'dataset'),
+          ('plumbing.preparation', 'plumbing.layout', 'plumbing.runs'),
+          ('network',), ('transforms', 'dataset'), ('inference',),
           ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'experiment',
            'plumbing.clean')]
 SCRIPTS = set(LAYERS[-1])
@@ -21,6 +22,7 @@ LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 PLUMBING = {name for name in LAYER if name.startswith('plumbing')} - SCRIPTS
 CARD = {'settings.py', 'train.py', 'eval.py', 'network.py', 'dataset.py', 'transforms.py',
         'clean.sh', 'tensorboard.sh', 'requirements.txt', 'models', 'tests', 'README.md'}
+RESEARCH = {'inference.py'}  # the research the card's files need: the test-time recipe
 COMMANDS = {'predict.py', 'prepare.py', 'toy.py', 'experiment.py', 'compare.py', 'bench.py',
             'demo.sh'}
 
@@ -81,7 +83,7 @@ def test_no_import_circle():
 def test_the_root_shows_the_card_and_the_commands_and_the_plumbing_is_in_one_folder():
     tracked = {name for name in os.listdir(ROOT) if not name.startswith('.')}
     ignored = {'logdir', 'toy', 'gpu-out', '__pycache__'}  # run outputs and caches
-    assert tracked - ignored == CARD | COMMANDS | {'plumbing', 'docs'}, tracked - ignored
+    assert tracked - ignored == CARD | RESEARCH | COMMANDS | {'plumbing', 'docs'}, tracked - ignored
 
 
 def test_every_script_runs_on_its_own_and_every_module_says_what_it_is_for():

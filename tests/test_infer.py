@@ -1,4 +1,4 @@
-"""plumbing/inference.py, the one inference path: scores against brute force, multi-scale + flip
+"""inference.py, the one inference path: scores against brute force, multi-scale + flip
 and windows, padding to the output stride, EM-stage sweeps, two processes, checkpoints into
 networks."""
 import os
@@ -11,10 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+import inference
 import network
 import settings
 from conftest import StandIn as Items
-from plumbing import checkpoints, config, inference
+from plumbing import checkpoints, config
 
 N = 5  # classes of the tiny network
 
@@ -234,7 +235,7 @@ def test_load_net_accepts_old_and_wrapped_state_dicts(net, tmp_path, given):
     checkpoints.save_atomic({'net': state, 'settings': config.resolved(), 'classes': list('abcd')},
                        str(tmp_path / 'a.pth'))
     given(STRIDE=16, N_LAYERS=50)
-    loaded, info = inference.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'), network,
+    loaded, info = inference.load_net(str(tmp_path / 'a.pth'), torch.device('cpu'),
                                       keep={'STRIDE'})
     assert info['step'] is None and settings.N_LAYERS == 18 and settings.STRIDE == 16
     assert info['classes'] == list('abcd') and 'palette' not in info  # eval.py: DATA_ROOT's
@@ -266,6 +267,6 @@ def test_bad_checkpoints_are_one_sentence(net, tmp_path, problem, message, given
         state['fc2.weight'][1, 3] = float('nan')  # one weight: it would score silently wrong
         checkpoints.save_atomic({'net': state, 'settings': config.resolved()}, str(target))
     with pytest.raises(config.UserError, match=message):
-        inference.load_net(str(target), torch.device('cpu'), network)
+        inference.load_net(str(target), torch.device('cpu'))
 
 

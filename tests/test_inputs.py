@@ -1,10 +1,11 @@
 """Nothing silently different from what the user asked, by kind, each in the one place that reads
-that kind of input: (1) what of an input file is not used is said (images: dataset.read_image)
-or refused (labels: dataset.read_label); (2) a text line is read as written or the difference is
+that kind of input: (1) what of an input file is not used is said (images: images.read_image)
+or refused (labels: images.read_label); (2) a text line is read as written or the difference is
 said (files.read_lines; settings.py as Python reads it); (3) a setting or option that cannot
 take effect is said (config.no_effect), or refused where going on would mislead. And photos
 turned by their EXIF orientation are read as a viewer shows them, in training, evaluation and
 prediction alike."""
+import collections
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import eval as evaluation
 import predict
 import train
 from conftest import ENV, ROOT, args, one_sentence, run_main
-from plumbing import config
+from plumbing import config, images
 
 
 def notes(err):
@@ -31,7 +32,7 @@ def notes(err):
 @pytest.fixture
 def said_afresh(monkeypatch):
     """read_image says the first files of each kind in a process: as a new process, here."""
-    monkeypatch.setattr(dataset, '_SAID', {})
+    monkeypatch.setattr(config, '_SAID', collections.Counter())
 
 
 def test_what_an_image_holds_beyond_what_is_used_is_said_once(tmp_path, checkpoint, capsys,
@@ -58,12 +59,12 @@ def test_what_an_image_holds_beyond_what_is_used_is_said_once(tmp_path, checkpoi
         f'note: image {tmp_path}/pages.tif holds 2 frames or pages; only the first is used.'], err
     for i in range(3):  # a dataset of them: the first three, and that the others are alike
         frames[0].convert('RGBA').save(tmp_path / f'c{i}.png')
-        dataset.read_image(str(tmp_path / f'c{i}.png'))
+        images.read_image(str(tmp_path / f'c{i}.png'))
     said = notes(capsys.readouterr().err)
-    assert said == [f'note: image {tmp_path}/c0.png {alpha} (and so every other image like it: '
+    assert said == [f'note: image {tmp_path}/c0.png {alpha} (and so every other file like it: '
                     f'not said again).'], said
     first = np.asarray(Image.open(tmp_path / 'anim.gif').convert('RGB'))  # its first frame
-    assert np.array_equal(dataset.read_image(str(tmp_path / 'anim.gif')), first)
+    assert np.array_equal(images.read_image(str(tmp_path / 'anim.gif')), first)
 
 
 def test_a_label_holding_more_than_one_map_is_refused(tmp_path):
@@ -71,7 +72,7 @@ def test_a_label_holding_more_than_one_map_is_refused(tmp_path):
     maps[0].save(tmp_path / 'l.png', save_all=True, append_images=maps[1:])  # animated PNG
     with pytest.raises(config.UserError, match=r'label .*l.png holds 2 frames \(an animated PNG'
                                                r'\); a label is one index map'):
-        dataset.read_label(str(tmp_path / 'l.png'), 5, 255)
+        images.read_label(str(tmp_path / 'l.png'), 5, 255)
 
 
 # ---------------------------------------------------------------------------- (2) lines
@@ -215,7 +216,7 @@ def test_exif_orientations_are_read_as_a_viewer_shows_them(tmp_path):
         path = tmp_path / f'o{orientation}.png'
         Image.fromarray(shown).save(path, exif=exif)
         want = np.asarray(stored(Image.open(path)).convert('RGB'))
-        assert np.array_equal(dataset.read_image(str(path)), want), orientation
+        assert np.array_equal(images.read_image(str(path)), want), orientation
 
 
 @pytest.mark.parametrize('orientation', [6, 8])

@@ -243,7 +243,8 @@ def test_imagenet_loads_in_full(tmp_path, stem, drop_counter, use_tiny):
     use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, state = imagenet_file(tmp_path, net, drop_counter)
-    n = network.load_imagenet(net, path)
+    use_tiny(STRIDE=8, STEM=stem, PRETRAINED=path)
+    n = network.load_imagenet(net, checkpoints.read_imagenet)
     expected = len(net.extractor.state_dict()) - (drop_counter and 0)
     if drop_counter:
         expected -= sum(k.endswith('num_batches_tracked') for k in net.extractor.state_dict())
@@ -263,21 +264,24 @@ def test_imagenet_bad_files_fail_with_a_sentence(tmp_path, stem, edit, message, 
     use_tiny(STRIDE=8, STEM=stem)
     net = network.EMANet(21, 18)
     path, _ = imagenet_file(tmp_path, net, **edit)
+    use_tiny(STRIDE=8, STEM=stem, PRETRAINED=path)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(network.WeightsError, match=message.replace('(', r'\(').replace(')', r'\)')):
-        network.load_imagenet(net, path)
+    with pytest.raises(config.UserError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        network.load_imagenet(net, checkpoints.read_imagenet)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing loaded
 
 
 def test_imagenet_stem_mismatch_and_missing_file(tmp_path, use_tiny):
     use_tiny(STRIDE=8, STEM='torchvision')
     path, _ = imagenet_file(tmp_path, network.EMANet(21, 18))
-    use_tiny(STRIDE=8, STEM='deep')
-    with pytest.raises(network.WeightsError, match="'torchvision'-stem ResNet file but "
+    use_tiny(STRIDE=8, STEM='deep', PRETRAINED=path)
+    with pytest.raises(config.UserError, match="'torchvision'-stem ResNet file but "
                                                "STEM='deep'; set STEM='torchvision'"):
-        network.load_imagenet(network.EMANet(21, 18), path)
-    with pytest.raises(network.WeightsError, match='do not exist.*PRETRAINED= to train from'):
-        network.load_imagenet(network.EMANet(21, 18), str(tmp_path / 'nothing.pth'))
+        network.load_imagenet(network.EMANet(21, 18), checkpoints.read_imagenet)
+    use_tiny(STRIDE=8, STEM='deep', PRETRAINED=str(tmp_path / 'nothing.pth'))
+    with pytest.raises(config.UserError, match='do not exist; put the file there, or pass '
+                                               'PRETRAINED= to go without'):
+        network.load_imagenet(network.EMANet(21, 18), checkpoints.read_imagenet)
 
 
 def test_stage_counts_of_one_forward_and_fp32_logits_under_autocast(use_tiny):
@@ -307,10 +311,13 @@ def test_load_weights_fits_or_says_why(tmp_path, use_tiny):
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.state_dict().items())
     other = network.EMANet(3, 18)  # another class count: only the classifier differs
     with pytest.raises(network.WeightsError, match=r'^does not fit the network built with '
-                                                   r'N_CLASSES=3 .*N_CLASSES=5 .*shape 2 key\(s\) '
-                                                   r'like fc2.weight'):
+                                                   r'{built}: {found} by its weights; shape 2 '
+                                                   r'key\(s\) like fc2.weight') as e:
         network.load_weights(other, state)
-    with pytest.raises(config.UserError, match=r'^checkpoint a.pth does not fit .* like '
+    assert e.value.settings['built']['N_CLASSES'] == 3
+    assert e.value.settings['found']['N_CLASSES'] == 5
+    with pytest.raises(config.UserError, match=r'^checkpoint a.pth does not fit the network '
+                                               r'built with N_CLASSES=3 .*: N_CLASSES=5 .* like '
                                                r'fc2.weight.*; fix it\.$'):  # said at start-up
         with config.as_user_error(network.WeightsError, prefix='checkpoint a.pth ', fix='fix it'):
             network.load_weights(other, state)

@@ -9,13 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-import dataset
 import eval as evaluation
-import network
+import inference
 import predict
 import toy
 from conftest import run_main
-from plumbing import config, inference, outputs, pictures
+from plumbing import config, layout, outputs, pictures
 
 
 def run(argv, capsys):
@@ -29,7 +28,7 @@ def test_the_same_pixels_as_eval_save_pred(checkpoint, toy_root, tmp_path, capsy
     common = [f'LOG_DIR={tmp_path}/logs', f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0',
               'ATTN_IMAGES=0'] + extra
     assert run_main(evaluation.main, [checkpoint, 'SAVE_PRED=True'] + common, capsys)[0] == 0
-    ids = dataset.read_list(os.path.join(toy_root, 'ImageSets/Segmentation/val.txt'))
+    ids = layout.read_list(os.path.join(toy_root, 'ImageSets/Segmentation/val.txt'))
     listed = tmp_path / 'val.txt'  # the val images, as paths relative to the list
     listed.write_text(''.join(os.path.relpath(os.path.join(toy_root, 'JPEGImages', f'{i}.jpg'),
                                               tmp_path) + '\n' for i in ids))
@@ -136,7 +135,7 @@ def test_the_checkpoint_alone_is_enough(checkpoint, tmp_path, capsys):
 
 def test_inputs_are_split_over_processes(checkpoint, tmp_path, use_tiny):
     use_tiny()
-    net, info = inference.load_net(checkpoint, torch.device('cpu'), network)
+    net, info = inference.load_net(checkpoint, torch.device('cpu'))
     paths = []
     for i in range(5):
         paths.append(str(tmp_path / f'{i}.png'))

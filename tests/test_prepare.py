@@ -15,7 +15,7 @@ from conftest import TINY, as_args, dead_pid, one_sentence, run_main
 from downloads import (SBD_TRAIN, SBD_VAL, VOC_TRAIN, VOC_VAL, fake_ade20k, fake_cityscapes,
                        fake_cocostuff10k, fake_cocostuff164k, fake_context, fake_voc_sbd,
                        tree_state, write_mat)
-from plumbing import config
+from plumbing import config, layout
 
 # ---------------------------------------------------------------------------- VOC 2012 + SBD
 
@@ -127,5 +127,5 @@ def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, caps
     text = capsys.readouterr().out
     assert 'done: 2 steps' in text and 'mIoU' in text and 0 <= result['pAcc'] <= 1
     assert len(result['per_class']) == found['N_CLASSES']
-    names = dataset.read_classes(found['DATA_ROOT']) or list(dataset.VOC_CLASSES)  # VOC: none
+    names = layout.read_classes(found['DATA_ROOT']) or list(layout.VOC_CLASSES)  # VOC: none
     assert list(result['per_class']) == names

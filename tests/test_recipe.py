@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import dataset
+import inference
 import network
 import settings
 import train
 from conftest import TINY_RUN
-from plumbing import inference
 
 
 def test_parameter_groups_and_poly_lr_follow_the_recipe(tiny_net, given):
@@ -91,8 +91,8 @@ def test_loss_falls_on_one_repeated_batch(toy_root, tiny_net):
     losses = []
     for step in range(15):
         train.poly_lr_scheduler(optimizer, 1)
-        loss, _ = network.train_step(net, optimizer, x, label)
-        losses.append(loss.item())
+        scalars, _ = network.train_step(net, optimizer, x, label)
+        losses.append(scalars['loss'].item())
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -126,12 +126,16 @@ def test_the_auxiliary_head_adds_its_weighted_loss_in_training_only(tiny_net):
     x, label = torch.randn(2, 3, 33, 41), torch.randint(0, 5, (2, 33, 41))
     bases = net.emau.mu.clone()
     torch.manual_seed(1)
-    loss, logits = net(x, label)
+    losses, logits = net(x, label)
     net.emau.mu.copy_(bases)  # (the forward moved them)
     torch.manual_seed(1)  # the same dropout masks, drawn in the same order
     layer3 = net.extractor[:7](x)
     main = network.criterion(net.head(net.fc0(net.extractor[7](layer3)), x.shape[-2:]), label)
     aux = network.criterion(network.upsample(net.aux(layer3), x.shape[-2:]), label)
+    assert list(losses) == ['main', 'aux']  # each logged by name (see network.train_step)
+    torch.testing.assert_close(losses['main'], main)
+    torch.testing.assert_close(losses['aux'], 0.4 * aux)
+    loss = sum(losses.values())
     torch.testing.assert_close(loss, main + 0.4 * aux)
     loss.backward()
     assert net.aux[0].conv.weight.grad.abs().sum() > 0 and net.aux[2].bias.grad.abs().sum() > 0

@@ -18,7 +18,7 @@ import settings
 import train
 from conftest import (ENV, ROOT, TINY_RUN, args, as_in_a_new_process, assert_same_state, load,
                       one_sentence, run_main, run_script, tensorboard_events)
-from plumbing import config
+from plumbing import config, runs
 
 
 @pytest.fixture(scope='module')
@@ -135,7 +135,7 @@ def test_torchrun_two_processes_agree(toy_root, tmp_path, given):
     assert load(tmp, 'final.pth')['step'] == 3
     given(BATCH_SIZE=3)
     with pytest.raises(config.UserError, match='does not divide over 2 processes'):
-        train.check_settings(2)
+        runs.check_settings(2)
 
 
 def test_resume_refuses_other_recipe_and_accepts_other_logging(reference, toy_root, tmp_path,
@@ -233,8 +233,8 @@ class Detached(torch.nn.Module):
         self.net = net
 
     def forward(self, x, label):
-        loss, out = self.net(x, label)
-        return loss.detach() + 0 * loss, out
+        losses, out = self.net(x, label)
+        return {k: v.detach() + 0 * v for k, v in losses.items()}, out
 
 
 class OtherMasks(Detached):
@@ -249,8 +249,8 @@ class Tripled(Detached):
     """A network whose gradients are three times eager's."""
 
     def forward(self, x, label):
-        loss, out = self.net(x, label)
-        return 3 * loss, out
+        losses, out = self.net(x, label)
+        return {k: 3 * v for k, v in losses.items()}, out
 
 
 def test_the_compiled_network_is_checked_against_eager(toy_root, tiny_net):
@@ -260,20 +260,20 @@ def test_the_compiled_network_is_checked_against_eager(toy_root, tiny_net):
     image, label = (torch.stack(t) for t in zip(data[0], data[1]))
     x = torch.nn.functional.pad(image.float(), (0, 0)) / 255
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    assert train.check_compiled(net, net, net, x, label) == 0
+    assert runs.compiled_gap(net, net, net, x, label) == 0
     compiled = torch.compile(net, backend='eager')  # dynamo's graph, eager kernels
-    assert train.check_compiled(net, compiled, net, x, label) < 1e-5
-    assert 0 < train.check_compiled(net, OtherMasks(net), net, x, label) < 1  # not a fault
+    assert runs.compiled_gap(net, compiled, net, x, label) < 1e-5
+    assert 0 < runs.compiled_gap(net, OtherMasks(net), net, x, label) < 1  # not a fault
     n = sum(p.requires_grad for p in net.parameters())  # every one of them lost its gradient
     with pytest.raises(config.UserError, match=r'COMPILE=True: the compiled network\'s gradients '
                                                r'differ from eager ones \(relative difference 1, '
                                                rf'tolerance [\d.]+; {n} parameters without '
                                                r'gradient, e.g. extractor.0.weight\).*pass '
                                                r'COMPILE=False'):
-        train.check_compiled(net, Detached(net), net, x, label)
+        runs.compiled_gap(net, Detached(net), net, x, label)
     with pytest.raises(config.UserError, match=r'\(relative difference 2, tolerance [\d.]+; 0 '
                                                r'parameters without gradient\)'):
-        train.check_compiled(net, Tripled(net), net, x, label)
+        runs.compiled_gap(net, Tripled(net), net, x, label)
     for key, value in net.state_dict().items():  # statistics and bases as they were
         assert torch.equal(value, before[key]), key
     assert all(p.grad is None for p in net.parameters())
@@ -358,8 +358,8 @@ def test_every_iteration_trains_at_the_originals_learning_rate(toy_root, tmp_pat
 
 def test_a_cpu_run_at_a_quarter_of_its_speed_says_what_to_try():
     cpu, cuda = torch.device('cpu'), torch.device('cuda')
-    assert train.slower(30.0, 33.0, cpu) is None and train.slower(8.0, 33.0, cuda) is None
-    hint = train.slower(2.0, 29.0, cpu)  # another job on the same two cores
+    assert runs.slower(30.0, 33.0, cpu) is None and runs.slower(8.0, 33.0, cuda) is None
+    hint = runs.slower(2.0, 29.0, cpu)  # another job on the same two cores
     assert hint.startswith('note: 2.0 img/s, down from 29.0: if another job shares these cores')
     assert hint.endswith('run with OMP_NUM_THREADS set to the cores free (1 when in doubt).')
 

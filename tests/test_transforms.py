@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+import inference
 import transforms
 from conftest import IGNORE, coded_pair, decode, interior
-from plumbing import config, inference
+from plumbing import config
 
 FILL = transforms.mean_colour((0.485, 0.456, 0.406))
 

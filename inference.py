@@ -1,11 +1,11 @@
-"""The one inference path, shared by eval.py, validation during training, predict.py and
-bench.py: a checkpoint's settings restored and its network loaded, an image into the network's
-input, each image inferred at EVAL_SCALES (with flip, whole or in windows, padded as the
-original), and the scores of a confusion matrix. The network is given (the model layer is
-network.py's). Not here: command lines, reports (the scripts) and pictures (pictures.py)."""
+"""The test-time recipe, shared by eval.py, validation in train.py, predict.py and bench.py: an
+image into the network's input (normalised on the device, padded to 1 modulo STRIDE as the
+original evaluates), each image inferred at EVAL_SCALES with EVAL_FLIP, whole or in windows, the
+EM-stage sweep on one backbone pass, and the scores of a confusion matrix. Change how a
+prediction is made here (and its knob in settings.py). Not here: restoring a checkpoint's
+settings and naming results (plumbing/checkpoints.py), reports (eval.py), pictures."""
 import contextlib
 import functools
-import hashlib
 import math
 import os
 
@@ -15,63 +15,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import settings
 from plumbing import checkpoints, config, files, pictures, processes
+import network
+import settings
 
-# ---------------------------------------------------------------------------- checkpoint
-
-
-def restore(target, keep=()):
-    """Checkpoint `target` (see checkpoints.load_checkpoint) with every setting it recorded
-    applied, but those of evaluation (config.EVALUATION) and those named in `keep` (given on
-    the command line); DATA_ROOT too when settings.py's is not a folder. Returns (checkpoint,
-    info): {'step', 'trained' (its settings), 'classes' and 'palette' where it holds them}. A
-    setting it recorded that this code does not define is refused: the code that read it built
-    the network. The original's {'net', 'step'} files use the settings as they are."""
-    ckpt = checkpoints.load_checkpoint(target)
-    saved, now = ckpt.get('settings') or {}, config.resolved()
-    foreign = {k: v for k, v in saved.items() if k not in now and k not in config.EVALUATION}
-    if foreign:
-        raise config.UserError(f'checkpoint {target} was trained with {_text(foreign)}, which '
-                               f'this code\'s settings.py does not define, so it may build '
-                               f'another network; score it with the code of the folder that '
-                               f'trained it.')
-    taken = {k: config.convert(k, v) for k, v in saved.items()
-             if k in now and k not in keep and k not in config.EVALUATION}
-    taken = {k: v for k, v in taken.items() if v is None or v != now[k]}
-    if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
-            and not os.path.isdir(config.path(settings.DATA_ROOT))):
-        taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
-    bad = [k for k, v in taken.items() if v is None]
-    if bad:
-        key = bad[0]
-        raise config.UserError(f'checkpoint {target} records {key}={config.short(saved[key])}, '
-                               f'not {config.takes(key)} as settings.py has it (a hand-edited '
-                               f'file?); give a file written by train.py.')
-    config.apply(taken)
-    try:
-        config.check()
-    except config.UserError as e:  # a value the checkpoint holds, not one of settings.py
-        raise config.UserError(f'checkpoint {target} was trained with settings this code does '
-                               f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
-            from None
-    given = changed(saved)  # (what is not kept was just taken from the checkpoint)
-    if processes.rank_world()[0] == 0:
-        if taken:
-            print(f'from the checkpoint: {_text(taken)}', flush=True)
-        if given:  # an ablation (trained at stride 16, scored at 8) or a slip: said either way
-            print(f'given: {_text(given)}; the checkpoint was trained with '
-                  f'{_text({k: saved[k] for k in given})}', flush=True)
-    info = {'step': ckpt.get('step'), 'trained': saved,
-            **{k: ckpt[k] for k in ('classes', 'palette') if k in ckpt}}
-    return ckpt, info
+# ---------------------------------------------------------------------------- the network
 
 
-def load_net(target, device, network, keep=()):
-    """The network of checkpoint `target` in eval mode on `device` (channels_last on CUDA), its
-    settings restored (see `restore`), and its info. `network`: the model module (network.py),
-    whose build(state) makes the net and raises its WeightsError when the weights do not fit."""
-    ckpt, info = restore(target, keep)
+def load_net(target, device, keep=()):
+    """The network of checkpoint `target` in eval mode on `device` (channels_last on CUDA),
+    every setting it was trained with restored but evaluation's and those in `keep` (given on
+    the command line; see checkpoints.restore), and its info {'step', 'trained', 'classes',
+    'palette'}."""
+    ckpt, info = checkpoints.restore(target, keep)
     with config.as_user_error(network.WeightsError, prefix=f'checkpoint {target} ',
                               fix='pass the settings it was trained with as KEY=VALUE'):
         net = network.build(ckpt['net'])
@@ -79,43 +35,6 @@ def load_net(target, device, network, keep=()):
     if device.type == 'cuda':
         net = net.to(memory_format=torch.channels_last)
     return net, info
-
-
-def _text(values):
-    """Settings as 'KEY=value KEY=value' (for messages)."""
-    return ' '.join(f'{k}={config.short(v)}' for k, v in values.items())
-
-
-def changed(trained):
-    """{KEY: value now} of the settings that differ from those a checkpoint was `trained` with
-    (as it records them), but evaluation's."""
-    now = config.resolved()
-    return {k: now[k] for k, v in trained.items()
-            if k in now and k not in config.EVALUATION and config.convert(k, v) != now[k]}
-
-
-def mode_name(trained=None):
-    """The inference mode as a name: 'ss' or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-
-    <step>' and '_bf16' when they apply, e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where
-    the settings differ from those the checkpoint was `trained` with, '_os<STRIDE>' and a
-    hash of the others (DATA_ROOT, and every other setting but evaluation's), so no two
-    differ in name only."""
-    scales = tuple(settings.EVAL_SCALES)
-    name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
-    name += '_flip' if settings.EVAL_FLIP else ''
-    if settings.EVAL_MODE == 'slide':
-        name += f'_slide{settings.SLIDE_CROP}-{settings.SLIDE_STEP}'
-    name += '_bf16' if torch.cuda.is_available() and settings.AMP else ''
-    trained = trained or {}
-    if trained.get('STRIDE', settings.STRIDE) != settings.STRIDE:
-        name += f'_os{settings.STRIDE}'
-    other = {k: v for k, v in changed(trained).items() if k != 'STRIDE'}
-    if 'DATA_ROOT' in trained and config.path(trained['DATA_ROOT']) != config.path(
-            settings.DATA_ROOT):
-        other['DATA_ROOT'] = config.path(settings.DATA_ROOT)
-    if other:
-        name += '_' + hashlib.sha256(repr(sorted(other.items())).encode()).hexdigest()[:6]
-    return name
 
 # ---------------------------------------------------------------------------- the input
 
