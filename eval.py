@@ -48,8 +48,7 @@ def main(argv):
     net, info = inference.load_net(target, device, keep=given)
     if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
         info = {**layout.meta(), **info}
-    config.no_effect(given, {k: 'EVAL_MODE=whole infers each image whole' for k in (
-        'SLIDE_CROP', 'SLIDE_STEP') if settings.EVAL_MODE == 'whole'})
+    checkpoints.say_unused(given, 'evaluation', 'eval.py', device.type == 'cuda')
     data = dataset.ValDataset(settings.VAL_SPLIT)
     log_dir = files.folder('LOG_DIR') if rank == 0 else None
     mode = checkpoints.mode_name(info['trained'])

@@ -26,7 +26,7 @@ def load_net(target, device, keep=()):
     """The network of checkpoint `target` in eval mode on `device` (channels_last on CUDA),
     every setting it was trained with restored but evaluation's and those in `keep` (given on
     the command line; see checkpoints.restore), and its info {'step', 'trained', 'classes',
-    'palette'}."""
+    'palette'} (the last two where it holds them)."""
     ckpt, info = checkpoints.restore(target, keep)
     with config.as_user_error(network.WeightsError, prefix=f'checkpoint {target} ',
                               fix='pass the settings it was trained with as KEY=VALUE'):

@@ -34,7 +34,6 @@ from plumbing import (checkpoints, config, files, images,  # first: settings.py 
                       layout, outputs, pictures, processes)
 import inference
 import network
-import settings
 
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
@@ -60,7 +59,11 @@ def main(argv):
     net, info = inference.load_net(args.checkpoint, device, keep=given)
     if not {'classes', 'palette'} <= set(info):  # the original's checkpoints name neither
         info = {**layout.meta(), **info}
-    say_unused(given)
+    t = network.stage_counts()
+    checkpoints.say_unused(given, 'prediction', 'predict.py', device.type == 'cuda', {
+        **{k: 'predict.py writes a PNG and an overlay per image' for k in (
+            'SAVE_PRED', 'ATTN_IMAGES', 'VAL_SPLIT')},
+        'STAGE_NUM_EVAL': len(t) > 1 and f'predict.py takes its first count, {t[0]}'})
     if args.voc_test:
         root = layout.data_root()
         ids = layout.split_ids(root, 'test')
@@ -96,17 +99,6 @@ def main(argv):
     processes.end_distributed()
     if failed:
         sys.exit(1)
-
-
-def say_unused(given):
-    """A line for each setting given that predict.py does not read (config.no_effect)."""
-    t = network.stage_counts()
-    config.no_effect(given, {
-        **{k: 'predict.py writes a PNG and an overlay per image' for k in (
-            'SAVE_PRED', 'ATTN_IMAGES', 'VAL_SPLIT')},
-        'STAGE_NUM_EVAL': len(t) > 1 and f'predict.py takes its first count, {t[0]}',
-        **{k: 'EVAL_MODE=whole infers each image whole' for k in ('SLIDE_CROP', 'SLIDE_STEP')
-           if settings.EVAL_MODE == 'whole'}})
 
 
 def claim_out(given, wanted, checkpoint, info):

@@ -151,16 +151,16 @@ def is_checkpoint_of_train(target):
 
 
 def restore(target, keep=()):
-    """Checkpoint `target` (see load_checkpoint) with every setting it recorded applied, but
-    those of evaluation (config.EVALUATION) and those named in `keep` (given on the command
+    """Checkpoint `target` (see load_checkpoint) with every setting it recorded that the network
+    reads applied (see network_settings), but those named in `keep` (given on the command
     line); DATA_ROOT too when settings.py's is not a folder. Returns (checkpoint, info):
     {'step', 'trained' (its settings), 'classes' and 'palette' where it holds them}. A setting
-    it recorded that this code does not define is refused: the code that read it built the
-    network. The original's {'net', 'step'} files use the settings as they are."""
+    it recorded that this code does not define is refused: the code that read it may have built
+    the network. The original's {'net', 'step'} files use the settings as they are."""
     ckpt = load_checkpoint(target)
     saved, now = ckpt.get('settings') or {}, config.resolved()
-    differ = [k for k in config.differ(saved, config.EVALUATION) if k in saved]
-    foreign = {k: saved[k] for k in differ if k not in now}
+    foreign = {k: v for k, v in saved.items() if k not in now}
+    differ = config.differ(saved, network_settings(saved))
     if foreign:
         raise config.UserError(f'checkpoint {target} was trained with {config.text(foreign)}, '
                                f'which this code\'s settings.py does not define, so it may build '
@@ -170,7 +170,7 @@ def restore(target, keep=()):
     if ('DATA_ROOT' in saved and 'DATA_ROOT' not in keep
             and not os.path.isdir(config.path(settings.DATA_ROOT))):
         taken['DATA_ROOT'] = saved['DATA_ROOT']  # settings.py's is no folder: the training's
-    bad = [k for k, v in taken.items() if v is None]
+    bad = [k for k, v in taken.items() if v is config.WRONG]
     if bad:
         raise config.UserError(f'checkpoint {target} records {bad[0]}={config.short(saved[bad[0]])}'
                                f', not {config.takes(bad[0])} as settings.py has it (a hand-edited '
@@ -194,12 +194,27 @@ def restore(target, keep=()):
     return ckpt, info
 
 
+def say_unused(given, phase, script, cuda, reasons=None):
+    """One line for each setting `given` that `script` does not read in `phase` (config.unread),
+    or that the settings make it skip (SLIDE_* when EVAL_MODE=whole, `reasons`)."""
+    whole = {k: 'EVAL_MODE=whole infers each image whole' for k in ('SLIDE_CROP', 'SLIDE_STEP')
+             if settings.EVAL_MODE == 'whole'}
+    config.no_effect(given, {**config.unread(given, (phase,), script, cuda), **whole,
+                             **(reasons or {})})
+
+
+def network_settings(trained):
+    """The settings a checkpoint that recorded `trained` defines at evaluation: those it
+    recorded that the network reads (reads.phase('network')), but those evaluation sets itself
+    (config.EVALUATION)."""
+    return [k for k in trained if k in config.read_by('network') and k not in config.EVALUATION]
+
+
 def changed(trained):
-    """{KEY: value now} of the settings that differ from those a checkpoint was `trained` with
-    (as it records them), but evaluation's and those it does not record."""
+    """{KEY: value now} of the settings the network reads that differ from those a checkpoint
+    was `trained` with (see network_settings)."""
     now = config.resolved()
-    return {k: now[k] for k in config.differ(trained, config.EVALUATION)
-            if k in trained and k in now}
+    return {k: now[k] for k in config.differ(trained, network_settings(trained)) if k in now}
 
 
 def mode_name(trained=None):

@@ -16,6 +16,8 @@ import signal
 import sys
 import traceback
 
+from plumbing import reads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -172,17 +174,33 @@ def no_effect(given, reasons):
 
 # ---------------------------------------------------------------------------- settings
 
-# Settings that belong to evaluation: eval.py, predict.py and validation take them from the
-# command line and settings.py, never from a checkpoint. Every other setting a checkpoint
-# records is restored from it, so a new knob is model-defining until it is listed here.
-EVALUATION = ('DATA_ROOT', 'VAL_SPLIT', 'EVAL_SCALES', 'EVAL_FLIP', 'EVAL_MODE', 'SLIDE_CROP',
-              'SLIDE_STEP', 'STAGE_NUM_EVAL', 'SAVE_PRED', 'ATTN_IMAGES', 'AMP', 'NUM_WORKERS',
-              'LOG_DIR', 'MODEL_DIR')
-# Settings that may change between a run and its resume: where the files are, how often it logs,
-# saves and validates, and evaluation's. A resume refuses when any other setting differs from
-# the one latest.pth was trained with (AMP included: it changes the arithmetic).
-MID_RUN = tuple(k for k in EVALUATION if k != 'AMP') + (
-    'PRETRAINED', 'INIT_FROM', 'ITER_SAVE', 'LOG_EVERY', 'IMAGE_EVERY', 'VAL_EVERY', 'COMPILE')
+# What a run reads is found in the code (plumbing/reads.py); three short lists say the rest.
+# Settings the network reads that evaluation sets itself: every other setting the network reads
+# (reads.phase('network')) is taken from the checkpoint at evaluation, and only those.
+EVALUATION = ('AMP', 'STAGE_NUM_EVAL')
+# Settings training reads that may change between a run and its resume: where the files are,
+# how often it logs, saves and validates, workers, what a new run starts from. A resume refuses
+# when any other setting training reads (reads.phase('training')) differs.
+MID_RUN = ('DATA_ROOT', 'VAL_SPLIT', 'STAGE_NUM_EVAL', 'NUM_WORKERS', 'LOG_DIR', 'MODEL_DIR',
+           'PRETRAINED', 'INIT_FROM', 'ITER_SAVE', 'LOG_EVERY', 'IMAGE_EVERY', 'VAL_EVERY',
+           'COMPILE')
+# Settings that act on CUDA only: on the CPU no phase reads them.
+CUDA_ONLY = ('AMP',)
+
+
+def read_by(*phases, cuda=True):
+    """The settings that the phases of a run read (see reads.phase), on CUDA or the CPU."""
+    found = frozenset().union(*(reads.phase(p) for p in phases))
+    return found if cuda else found - set(CUDA_ONLY)
+
+
+def unread(given, phases, script, cuda, unless=None):
+    """{name: why} for each setting of `given` that `phases` of a run of `script` do not read
+    (see no_effect); `unless` (another phase, a run's validation) names where it would be read,
+    and so why not here."""
+    read, other = read_by(*phases, cuda=cuda), reads.phase(unless[0]) if unless else ()
+    return {k: 'it acts on CUDA only' if k in CUDA_ONLY and not cuda else unless[1]
+            if k in other else f'{script} does not read it' for k in given if k not in read}
 
 
 def resolved():
@@ -244,17 +262,17 @@ def text(values):
     return ' '.join(f'{k}={short(v)}' for k, v in values.items())
 
 
-def differ(saved, ignore=()):
-    """The names of the settings, but those of `ignore`, whose value now is not the one `saved`
-    holds ({KEY: value}, as a checkpoint records them), a setting that only one of them has
-    included, in order."""
+def differ(saved, among):
+    """The names of the settings `among` whose value now is not the one `saved` holds ({KEY:
+    value}, as a checkpoint records them), a setting that only one of them has included, in
+    order."""
     now = resolved()
 
     def same(k):
         was = convert(k, saved[k])
-        return was == now[k] or k == 'CROP_SIZE' and was is not None and \
-            crop_size(was) == crop_size(now[k])
-    return [k for k in sorted(set(saved) | set(now)) if k not in ignore and (
+        return was == now[k] or k == 'CROP_SIZE' and was is not WRONG and \
+            pair(was) == pair(now[k])
+    return [k for k in sorted(set(among)) if (k in saved or k in now) and (
         k not in saved or k not in now or not same(k))]
 
 
@@ -355,6 +373,13 @@ RANGES = _ranges()
 
 # ---------------------------------------------------------------------------- kinds
 
+# The settings whose literal in settings.py is None (a knob that is off): they take None or any
+# plain constant (an int, a number, a string, True or False, a tuple of them).
+OPEN = frozenset(k for k in dir(settings) if k.isupper() and getattr(settings, k) is None)
+ANY = 'None or any constant (an int, a number, a quoted string, True or False, a tuple of them)'
+WRONG = type('WrongKind', (), {'__repr__': lambda self: 'WRONG'})()  # what does not convert
+
+
 def in_words(kind):
     """A kind (or a value) in words: 'a number', 'a tuple of ints'."""
     if isinstance(kind, (tuple, list)):
@@ -364,39 +389,43 @@ def in_words(kind):
 
 
 def kinds(key, value=None):
-    """Examples of the types setting `key` takes: its ranges' (see RANGES), else that of its
-    value in settings.py (`value` when it has none yet)."""
+    """Examples of the types setting `key` takes: its ranges' (see RANGES), None for those of
+    OPEN, else that of its value in settings.py (`value` when it has none yet)."""
     if key in RANGES:
         return RANGES[key][0]
-    return (getattr(settings, key, value),)
+    return (None,) if key in OPEN else (getattr(settings, key, value),)
 
 
 def takes(key):
     """What setting `key` takes, in words: 'a number', 'an int or a tuple of ints'."""
-    return ' or '.join(in_words(kind) for kind in kinds(key))
+    return ' or '.join(ANY if kind is None else in_words(kind) for kind in kinds(key))
 
 
 def _convert(kind, value):
-    """`value` as the type of example `kind`, or None when it does not fit."""
+    """`value` as the type of example `kind` (None: any plain constant or None), or WRONG when
+    it does not fit."""
+    if kind is None:
+        value = _tuples(value)
+        return value if value is None or _plain(value) else WRONG
     if isinstance(kind, bool):
-        return value if isinstance(value, bool) else None
+        return value if isinstance(value, bool) else WRONG
     if isinstance(kind, int):
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else WRONG
     if isinstance(kind, float):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return None
+            return WRONG
         try:
             return float(value)
         except OverflowError:  # an int beyond any float: infinite, refused by the range check
             return math.inf if value > 0 else -math.inf
     if isinstance(kind, str):
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) else WRONG
     if not isinstance(kind, tuple) or not isinstance(value, (tuple, list)):
-        return None
+        return WRONG
     if not kind:  # () in settings.py: a tuple of plain constants
-        return tuple(value) if all(_plain(v) for v in value) else None
+        return tuple(value) if all(_plain(v) for v in value) else WRONG
     items = [_convert(kind[0], v) for v in value]
-    return None if any(v is None for v in items) else tuple(items)
+    return WRONG if any(v is WRONG for v in items) else tuple(items)
 
 
 def _plain(value):
@@ -404,14 +433,19 @@ def _plain(value):
         _plain(v) for v in value)
 
 
+def _tuples(value):
+    """`value` with its lists as tuples (a list given for a tuple)."""
+    return tuple(map(_tuples, value)) if isinstance(value, (list, tuple)) else value
+
+
 def convert(key, value):
     """`value` as setting `key` takes it (an int where a float is expected becomes a float, a
-    list a tuple), or None when it is of another kind."""
+    list a tuple), or WRONG when it is of another kind."""
     for kind in kinds(key, value):
         converted = _convert(kind, value)
-        if converted is not None:
+        if converted is not WRONG:
             return converted
-    return None
+    return WRONG
 
 
 # ---------------------------------------------------------------------------- overrides
@@ -428,6 +462,8 @@ def parse(key, text):
     kind = kinds(key)[0]
     if isinstance(kind, bool) and text in ('true', 'false'):
         text = text.capitalize()
+    if kind is None:
+        example = f', like {key}=None'
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -438,7 +474,7 @@ def parse(key, text):
     if isinstance(kind, str) and not isinstance(value, str):
         value = text  # DATA_ROOT=2012 is the folder '2012'
     converted = convert(key, value)
-    if converted is None:
+    if converted is WRONG:
         hint = (f' (write {key} = {float(known[key])!r} in settings.py to make it a number)'
                 if type(kind) is int and key not in RANGES and isinstance(value, float) else '')
         raise UserError(f'{key}={short(text)} has the wrong type; {key} takes '
@@ -481,21 +517,6 @@ def apply_overrides(argv, usage=None):
 
 # ---------------------------------------------------------------------------- checks
 
-@functools.lru_cache(maxsize=4)
-def read_in_code(root=ROOT):
-    """The names the project's code reads as `settings.<NAME>` (in its .py files and plumbing/'s,
-    docstrings and comments left out)."""
-    names = set()
-    for folder in (root, os.path.join(root, 'plumbing')):
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith('.py') and name != 'settings.py':
-                with open(os.path.join(folder, name), encoding='utf-8', errors='replace') as f:
-                    code = re.sub(r'#[^\n]*', '', re.sub(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'',
-                                                         '', f.read()))
-                names |= set(re.findall(r'\bsettings\.([A-Z][A-Z0-9_]*)\b', code))
-    return frozenset(names)
-
-
 def check_file():
     """Check settings.py as Python read it: a setting the code reads that it lacks, or a value
     of a kind no setting takes (or not the kind RANGES asks), is refused in one sentence naming
@@ -504,20 +525,20 @@ def check_file():
     expected becomes a float, a list a tuple."""
     file = settings.__file__
     nodes = _assignments(file)[1]
-    values, read = resolved(), read_in_code()
+    values, read = resolved(), reads.anywhere()
     for key in sorted(read - set(values)):
         raise UserError(f'{file} lacks the setting {key} (a line deleted while editing?); `git '
                         f'diff settings.py` shows what changed, so put it back.')
     fixed = {}
     for key, value in values.items():
         where = f'{file} line {nodes[key].lineno if key in nodes else "?"}'
-        if key not in read:
+        if key not in reads.anywhere(strings=True):
             close = difflib.get_close_matches(key, sorted(read), n=1, cutoff=0.5)
             hint = f' (did you mean {close[0]}?)' if close else ''
             say(f'{where} defines {key}, which no code of this project reads{hint}; it has no '
                 f'effect until code reads settings.{key}.', once=(file, key))
         converted = convert(key, value)
-        if converted is None or not _plain(converted):
+        if converted is WRONG or not _plain(converted) and converted is not None:
             what = takes(key) if key in RANGES else 'an int, a number, a string, True or ' \
                 'False, or a tuple of them'
             raise UserError(f'{where}: {key} = {short(value)} is {in_words(value)}, but {key} '

@@ -114,7 +114,7 @@ class Run:
         must not write over the checkpoints of an earlier one)."""
         ckpt = checkpoints.latest()
         if ckpt is not None:
-            check_resume(ckpt, latest_path())
+            check_resume(ckpt, latest_path(), self.device.type == 'cuda')
         start = ckpt['step'] if ckpt else 0
         starts = processes.gather(start, self.world) if self.world > 1 else [start]
         if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
@@ -137,13 +137,17 @@ class Run:
             None
         config.no_effect({'INIT_FROM': settings.INIT_FROM} if settings.INIT_FROM else {}, {
             'INIT_FROM': why and f'{why}, which began from it'})
-        config.no_effect(self.given, {
+        reasons = {  # what the settings' values make this run skip
             **{k: why for k in ('ITER_SAVE', 'LOG_EVERY', 'IMAGE_EVERY', 'VAL_EVERY', 'COMPILE',
                                 'NUM_WORKERS') if done},
             'PRETRAINED': why or 'INIT_FROM gives the weights' * bool(settings.INIT_FROM),
             'OHEM_THRESH': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),
             'OHEM_MIN_KEPT': "LOSS='ce' keeps every pixel" * (settings.LOSS == 'ce'),
-            'VAL_SPLIT': 'VAL_EVERY=0 never validates' * (settings.VAL_EVERY == 0)})
+            'VAL_SPLIT': 'VAL_EVERY=0 never validates' * (settings.VAL_EVERY == 0)}
+        phases = ('training',) + ('validation',) * bool(settings.VAL_EVERY)
+        unread = config.unread(self.given, phases, 'train.py', self.device.type == 'cuda',
+                               unless=('validation', 'VAL_EVERY=0 never validates'))
+        config.no_effect(self.given, {**unread, **{k: v for k, v in reasons.items() if v}})
 
     def _start_log(self):
         """The run's log (see records.Log), its record written and its first lines: git state,
@@ -343,16 +347,18 @@ class Run:
                      f'{diff:.2g})')
 
 
-def check_resume(ckpt, target):
+def check_resume(ckpt, target, cuda):
     """Stop when checkpoint `target` cannot continue this run: weights only, or trained with a
-    setting that differs from today's (every setting but config.MID_RUN, a setting added or
-    removed since included)."""
+    setting training reads (on CUDA or the CPU) that differs from today's, but those of
+    config.MID_RUN, a setting added or removed since included."""
     fix = f'run `{checkpoints.clean_command()}` to delete its checkpoints and logs and start afresh'
     if 'optimizer' not in ckpt or 'settings' not in ckpt:
         raise config.UserError(f'{target} holds weights only (not a train.py checkpoint), so '
                                f'training cannot resume from it; move it away or {fix}.')
     saved, now = ckpt['settings'], config.resolved()
-    differ = config.differ(saved, config.MID_RUN)
+    read = config.read_by('training', cuda=cuda)
+    differ = config.differ(saved, [k for k in set(saved) | set(now) if (
+        k in read or k not in now) and k not in config.MID_RUN])
     if differ:
         diffs = ', '.join(f'{k}={config.short(saved[k]) if k in saved else "(not recorded)"} '
                           f'(now {config.short(now[k]) if k in now else "none"})' for k in differ)

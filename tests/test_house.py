@@ -10,7 +10,7 @@ from conftest import ROOT
 
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
 LAYERS = [('settings',),
-          ('plumbing', 'plumbing.config'),
+          ('plumbing.reads',), ('plumbing', 'plumbing.config'),
           ('plumbing.processes', 'plumbing.files', 'plumbing.images'),
           ('plumbing.outputs',), ('plumbing.records', 'plumbing.checkpoints', 'plumbing.pictures'),
           ('plumbing.preparation', 'plumbing.layout', 'plumbing.runs'),
