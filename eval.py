@@ -51,7 +51,7 @@ def main(argv):
     checkpoints.say_unused(given, 'evaluation', 'eval.py', device.type == 'cuda')
     data = dataset.ValDataset(settings.VAL_SPLIT)
     log_dir = files.folder('LOG_DIR') if rank == 0 else None
-    mode = checkpoints.mode_name(info['trained'])
+    mode = checkpoints.mode_name(info['trained'], 'evaluation')
     name = f'eval_{checkpoints.checkpoint_id(target)}_{settings.VAL_SPLIT}_{mode}'
     stages = network.stage_counts()
     pred_dirs = {t: os.path.join(config.path(settings.LOG_DIR), f'{name}_T{t}_pred')

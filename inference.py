@@ -123,24 +123,24 @@ def infer(net, image, stages=(None,), name='an image'):
     """Class probabilities (len(stages), n_classes, H, W) float32 of one uint8 image (3, H, W)
     on the net's device, for each EM stage count of `stages` (the backbone runs once for all;
     None: the net's own count for evaluation):
-    the softmax averaged over EVAL_SCALES and, with EVAL_FLIP, the mirrored image, each
-    inferred whole or in windows (EVAL_MODE, see `padded` and `windows`).
+    the softmax averaged over EVAL_SCALES and, with EVAL_FLIP, the mirrored image (each flip
+    undone on its softmax), each inferred whole or in windows (EVAL_MODE, see `padded` and
+    `windows`).
     A scale s resizes a side n to STRIDE * round((n - 1) * s / STRIDE) + 1 (corners aligned).
     The net must be in eval mode (see `eval_mode`)."""
     x = to_input(image[None], channels_last=False)
     size, total, count = x.shape[-2:], 0., 0
     whole = settings.EVAL_MODE == 'whole'
+    flips = [()] + [(-1,)] * settings.EVAL_FLIP  # the dimensions flipped: none, W (mirrored)
     with torch.inference_mode():
         for scale in settings.EVAL_SCALES:
             xs = x if scale == 1 else resize(x, [settings.STRIDE * max(
                 1, round((n - 1) * scale / settings.STRIDE)) + 1 for n in size])
-            for flip in (False, True) if settings.EVAL_FLIP else (False,):
-                xf = xs.flip(-1) if flip else xs
-                try:
+            for dims in flips:
+                xf = xs.flip(dims) if dims else xs
+                with processes.fits(name, xf.shape[-2:], scale):  # else one sentence
                     p = padded(net, xf, stages) if whole else windows(net, xf, stages)
-                except (torch.OutOfMemoryError, RuntimeError) as e:
-                    raise out_of_memory(e, name, xf.shape[-2:], scale) from None
-                p = p.flip(-1) if flip else p
+                p = p.flip(dims) if dims else p
                 total = total + (p if scale == 1 else resize(p, size))
                 count += 1
     return total / count
@@ -177,16 +177,6 @@ def windows(net, x, stages):
             total[win] += p
             count[win] += 1
     return total / count
-
-
-def out_of_memory(error, name, size, scale):
-    """The sentence for an image too large for memory, or `error` itself when it is another."""
-    if not isinstance(error, torch.OutOfMemoryError) and 'allocate' not in str(error):
-        return error
-    fix = ('pass EVAL_MODE=slide (windows of SLIDE_CROP pixels)' if settings.EVAL_MODE == 'whole'
-           else 'pass a smaller SLIDE_CROP')
-    return config.UserError(f'{name} at scale {scale} ({size[1]}x{size[0]} pixels) does not fit '
-                            f'in memory; {fix}, or fewer or smaller EVAL_SCALES.')
 
 
 def resize(x, size):

@@ -111,7 +111,7 @@ def claim_out(given, wanted, checkpoint, info):
         out = os.path.abspath(given)
     else:
         log_dir = files.folder('LOG_DIR')
-        mode = checkpoints.mode_name(info['trained'])
+        mode = checkpoints.mode_name(info['trained'], 'prediction')
         out = os.path.join(log_dir, files.unique_name(
             log_dir, f'predict_{checkpoints.checkpoint_id(checkpoint)}_{mode}'))
     if os.path.exists(out) and not os.path.isdir(out):

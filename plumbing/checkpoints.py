@@ -182,7 +182,8 @@ def restore(target, keep=()):
         raise config.UserError(f'checkpoint {target} was trained with settings this code does '
                                f'not take: {str(e).split(";")[0]}; give another checkpoint.') \
             from None
-    given = changed(saved)  # (what is not kept was just taken from the checkpoint)
+    now = config.resolved()  # what is not kept was just taken from the checkpoint: the given
+    given = {k: now[k] for k in config.differ(saved, network_settings(saved))}
     if processes.rank_world()[0] == 0:
         if taken:
             print(f'from the checkpoint: {config.text(taken)}', flush=True)
@@ -210,19 +211,14 @@ def network_settings(trained):
     return [k for k in trained if k in config.read_by('network') and k not in config.EVALUATION]
 
 
-def changed(trained):
-    """{KEY: value now} of the settings the network reads that differ from those a checkpoint
-    was `trained` with (see network_settings)."""
-    now = config.resolved()
-    return {k: now[k] for k in config.differ(trained, network_settings(trained)) if k in now}
 
-
-def mode_name(trained=None):
-    """The name of an evaluation's results: the inference mode, 'ss' or the scales
-    ('ms0.5-1-1.5'), '_flip', '_slide<crop>-<step>' and '_bf16' when they apply, e.g.
-    'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where the settings differ from those the
-    checkpoint was `trained` with, '_os<STRIDE>' and a hash of the others (DATA_ROOT, and every
-    other setting but evaluation's), so no two differ in name only."""
+def mode_name(trained, phase):
+    """The name of the results of `phase` ('evaluation', 'prediction'): the inference mode, 'ss'
+    or the scales ('ms0.5-1-1.5'), '_flip', '_slide<crop>-<step>' and '_bf16' when they apply,
+    e.g. 'ms0.5-0.75-1-1.25-1.5-1.75_flip'; then, where the settings differ from those the
+    checkpoint was `trained` with (settings.py's where it recorded none), '_os<STRIDE>' and a
+    hash of the others the phase reads (DATA_ROOT, a knob of the test-time recipe; not those of
+    config.HOW), so that no two results differ in name only."""
     import torch
     scales = tuple(settings.EVAL_SCALES)
     name = 'ss' if scales == (1.0,) else 'ms' + '-'.join(f'{s:g}' for s in scales)
@@ -230,10 +226,13 @@ def mode_name(trained=None):
     if settings.EVAL_MODE == 'slide':
         name += f'_slide{settings.SLIDE_CROP}-{settings.SLIDE_STEP}'
     name += '_bf16' if torch.cuda.is_available() and settings.AMP else ''
-    trained = trained or {}
     if trained.get('STRIDE', settings.STRIDE) != settings.STRIDE:
         name += f'_os{settings.STRIDE}'
-    other = {k: v for k, v in changed(trained).items() if k != 'STRIDE'}
+    spelled = ('EVAL_SCALES', 'EVAL_FLIP', 'EVAL_MODE', 'SLIDE_CROP', 'SLIDE_STEP', 'AMP',
+               'STRIDE', 'STAGE_NUM_EVAL', 'VAL_SPLIT', 'DATA_ROOT')
+    was, now = {**config.read_settings_file(settings.__file__), **trained}, config.resolved()
+    other = {k: now[k] for k in config.differ(was, [
+        k for k in config.read_by(phase) if k in was and k not in spelled + config.HOW])}
     if 'DATA_ROOT' in trained and config.path(trained['DATA_ROOT']) != config.path(
             settings.DATA_ROOT):
         other['DATA_ROOT'] = config.path(settings.DATA_ROOT)

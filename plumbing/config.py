@@ -178,12 +178,14 @@ def no_effect(given, reasons):
 # Settings the network reads that evaluation sets itself: every other setting the network reads
 # (reads.phase('network')) is taken from the checkpoint at evaluation, and only those.
 EVALUATION = ('AMP', 'STAGE_NUM_EVAL')
-# Settings training reads that may change between a run and its resume: where the files are,
-# how often it logs, saves and validates, workers, what a new run starts from. A resume refuses
-# when any other setting training reads (reads.phase('training')) differs.
-MID_RUN = ('DATA_ROOT', 'VAL_SPLIT', 'STAGE_NUM_EVAL', 'NUM_WORKERS', 'LOG_DIR', 'MODEL_DIR',
-           'PRETRAINED', 'INIT_FROM', 'ITER_SAVE', 'LOG_EVERY', 'IMAGE_EVERY', 'VAL_EVERY',
-           'COMPILE')
+# Settings that change how or where a run works, not what it computes: workers, folders, what
+# it logs, draws and saves and how often, compiling.
+HOW = ('NUM_WORKERS', 'LOG_DIR', 'MODEL_DIR', 'ATTN_IMAGES', 'SAVE_PRED', 'LOG_EVERY',
+       'IMAGE_EVERY', 'ITER_SAVE', 'VAL_EVERY', 'COMPILE')
+# Settings training reads that may change between a run and its resume: HOW, where the data is,
+# what it validates on, what a new run starts from. A resume refuses when any other setting
+# training reads (reads.phase('training')) differs.
+MID_RUN = HOW + ('DATA_ROOT', 'VAL_SPLIT', 'STAGE_NUM_EVAL', 'PRETRAINED', 'INIT_FROM')
 # Settings that act on CUDA only: on the CPU no phase reads them.
 CUDA_ONLY = ('AMP',)
 

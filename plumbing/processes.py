@@ -1,9 +1,13 @@
 """The processes a script runs in: torchrun's set-up and end, the rank and world of this process,
-a value gathered from every process, and a pool of threads for work on many files. Not here:
-what the processes compute."""
+a value gathered from every process, the device's memory running out at inference, and a pool
+of threads for work on many files. Not here: what the processes compute."""
 import concurrent.futures
+import contextlib
 import datetime
 import os
+
+import settings
+from plumbing import config
 
 # How long a process waits in a collective (all-reduce, gather) for the others before it stops
 # with an error: a rank that died then ends the run instead of leaving the others hanging.
@@ -55,6 +59,22 @@ def end_distributed():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def fits(name, size, scale):
+    """Inside, the inference of image `name` at `scale` (`size` (h, w) pixels) running out of
+    the device's memory becomes one sentence with the settings that make it fit."""
+    import torch
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and 'allocate' not in str(e):
+            raise
+        fix = 'pass EVAL_MODE=slide (windows of SLIDE_CROP pixels)' if settings.EVAL_MODE == \
+            'whole' else 'pass a smaller SLIDE_CROP'
+        raise config.UserError(f'{name} at scale {scale} ({size[1]}x{size[0]} pixels) does not '
+                               f'fit in memory; {fix}, or fewer or smaller EVAL_SCALES.') from None
 
 
 def parallel(fn, jobs, workers=None, desc=None):
