@@ -499,6 +499,19 @@ def is_setting(arg):
     return key.isupper() or '/' not in text
 
 
+def one_argument(rest, script, what):
+    """The one argument of `rest` (those that are not settings; see apply_overrides), or None:
+    one sentence for an option or more than one."""
+    options = [a for a in rest if a.startswith('-')]
+    if options:
+        raise UserError(f'unknown option {short(options[0])}; {script} takes {what} as its one '
+                        f'argument and settings as KEY=VALUE.')
+    if len(rest) > 1:
+        raise UserError(f'{script} takes one argument ({what}), not {len(rest)} '
+                        f'({short(" ".join(rest))}); settings go as KEY=VALUE.')
+    return rest[0] if rest else None
+
+
 def given(argv):
     """{KEY: text} of the KEY=VALUE arguments in argv (the last of a key given twice)."""
     return {k: t for k, _, t in (a.partition('=') for a in argv if is_setting(a))}

@@ -16,27 +16,27 @@ import inference
 import network
 from conftest import StandIn as Items
 from conftest import TINY, as_args, as_in_a_new_process, one_sentence, run_main, tensorboard_events
-from plumbing import checkpoints, config, pictures
+from plumbing import checkpoints, config, pictures, reports
 
 
 def test_the_table_and_the_json_of_scores():
     conf = [[5, 1, 0], [2, 0, 0], [0, 0, 0]]  # class c2 in neither labels nor predictions
     s = inference.scores(conf, names=['c0', 'c1', 'c2'])
     assert math.isnan(s['per_class']['c2']) and s['per_class']['c1'] == 0
-    written = json.loads(json.dumps(evaluation.without_nan(s), allow_nan=False))
+    written = json.loads(json.dumps(reports.without_nan(s), allow_nan=False))
     assert written['per_class'] == {'c0': 5 / 8, 'c1': 0.0, 'c2': None}  # nan as null
-    lines = evaluation.table(s, 'ss, T=3').splitlines()
+    lines = reports.table(s, 'ss, T=3').splitlines()
     assert lines[0].split() == ['class', '(%)', 'IoU', 'acc']
     assert lines[1].split() == ['c0', '62.50', '83.33'] and lines[3].split() == ['c2', '-', '-']
     assert lines[4] == 'mIoU 31.25  pAcc 62.50  mAcc 41.67  fIoU 46.88  (ss, T=3, 3 classes)'
     note = ('no labelled pixels in this split: c2 (IoU 0 where predicted, counted in mIoU; - '
             'where not, left out)')
     assert lines[5:] == [note]  # why the mean is what it is
-    assert evaluation.table(inference.scores([[5, 1], [2, 3]])).count('\n') == 3  # all labelled
+    assert reports.table(inference.scores([[5, 1], [2, 3]])).count('\n') == 3  # all labelled
     conf = [[5, 1, 1], [2, 0, 0], [0, 0, 0]]  # c2 predicted, never labelled: IoU 0 in the mean
     s = inference.scores(conf, names=['c0', 'c1', 'c2'])
     assert s['per_class']['c2'] == 0 and s['mIoU'] == pytest.approx((5 / 9 + 0 + 0) / 3)
-    assert s['unlabelled_classes'] == ['c2'] and evaluation.table(s).splitlines()[5] == note
+    assert s['unlabelled_classes'] == ['c2'] and reports.table(s).splitlines()[5] == note
 
 
 # ---------------------------------------------------------------------------- pictures

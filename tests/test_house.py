@@ -13,7 +13,7 @@ LAYERS = [('settings',),
           ('plumbing.reads',), ('plumbing', 'plumbing.config'),
           ('plumbing.processes', 'plumbing.files', 'plumbing.images'),
           ('plumbing.outputs',), ('plumbing.records', 'plumbing.checkpoints', 'plumbing.pictures'),
-          ('plumbing.preparation', 'plumbing.layout', 'plumbing.runs'),
+          ('plumbing.preparation', 'plumbing.layout', 'plumbing.runs', 'plumbing.reports'),
           ('network',), ('transforms', 'dataset'), ('inference',),
           ('train', 'eval', 'predict', 'compare', 'bench', 'prepare', 'toy', 'experiment',
            'plumbing.clean')]
