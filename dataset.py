@@ -29,12 +29,13 @@ import transforms
 
 
 class _Split:
-    """The ids of one split (ImageSets/Segmentation/<split>.txt) and the reading of one (image,
-    label) pair. root: DATA_ROOT by default."""
+    """The ids of one split (ImageSets/Segmentation/<split>.txt), their files, and the reading
+    of one (image, label) pair. root: DATA_ROOT by default."""
 
     def __init__(self, split, root=None):
         self.root = layout.data_root(root)
-        self.ids = layout.split_ids(self.root, split)
+        self.files = layout.split_files(self.root, split)  # [(id, image, label)], all there
+        self.ids = [id_ for id_, _, _ in self.files]
         self.classes = layout.class_names(self.root)  # as many as N_CLASSES
 
     def __len__(self):
@@ -42,9 +43,8 @@ class _Split:
 
     def load(self, i):
         """(RGB uint8 HWC image, uint8 HW label) of ids[i]."""
-        id_ = self.ids[i]
-        return images.read_pair(layout.image_path(self.root, id_), layout.label_path(
-            self.root, id_), settings.N_CLASSES, settings.IGNORE_LABEL)
+        _, image, label = self.files[i]
+        return images.read_pair(image, label, settings.N_CLASSES, settings.IGNORE_LABEL)
 
 
 class TrainDataset(_Split):

@@ -29,7 +29,7 @@ def load_net(target, device, keep=()):
     'palette'} (the last two where it holds them)."""
     ckpt, info = checkpoints.restore(target, keep)
     with config.as_user_error(network.WeightsError, prefix=f'checkpoint {target} ',
-                              fix='pass the settings it was trained with as KEY=VALUE'):
+                              fix=checkpoints.fit_fix(info['trained'], keep)):
         net = network.build(ckpt['net'])
     net = net.to(device).eval()
     if device.type == 'cuda':

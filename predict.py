@@ -65,9 +65,8 @@ def main(argv):
             'SAVE_PRED', 'ATTN_IMAGES', 'VAL_SPLIT')},
         'STAGE_NUM_EVAL': len(t) > 1 and f'predict.py takes its first count, {t[0]}'})
     if args.voc_test:
-        root = layout.data_root()
-        ids = layout.split_ids(root, 'test')
-        paths = [layout.image_path(root, i) for i in ids]
+        test = layout.split_files(layout.data_root(), 'test', labelled=False)
+        ids, paths = [i for i, _, _ in test], [image for _, image, _ in test]
         names = ids
     else:
         paths = images_of(args.inputs)
@@ -156,11 +155,16 @@ def images_of(inputs):
                                        f'images, a list or files.')
             paths += [os.path.join(item, f) for f in found]
         elif os.path.isfile(item) and item.lower().endswith('.txt'):
-            lines = layout.read_ids(item, 'image list')
+            lines = files.read_lines(item, 'image list')
             if not lines:
                 raise config.UserError(f'image list {item} is empty; give one image path per '
                                        f'line.')
-            paths += [os.path.join(os.path.dirname(item), line) for line in lines]
+            for number, line in lines:
+                path = os.path.join(os.path.dirname(item), line)
+                if not os.path.isfile(path):
+                    raise config.UserError(layout.not_there('image', path, item, number, (
+                        lambda near: os.path.relpath(near, os.path.dirname(item)))))
+                paths.append(path)
         elif os.path.exists(item):
             paths.append(item)
         else:

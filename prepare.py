@@ -69,7 +69,7 @@ def prepare_voc(voc, sbd, workers=None):
                 for i in sorted(voc_ids)]
         jobs += [(os.path.join(sbd, 'cls', f'{i}.mat'), os.path.join(out, f'{i}.png'))
                  for i in sorted(sbd_ids)]
-        done = sum(os.path.exists(target) for _, target in jobs)
+        done = sum(preparation.done(target) for _, target in jobs)
         print(f'{len(jobs)} labels ({len(voc_ids)} VOC, {len(sbd_ids)} SBD), {done} already '
               f'written')
         preparation.write_labels(_voc_label, jobs, workers)

@@ -175,7 +175,7 @@ def restore(target, keep=()):
         raise config.UserError(f'checkpoint {target} records {bad[0]}={config.short(saved[bad[0]])}'
                                f', not {config.takes(bad[0])} as settings.py has it (a hand-edited '
                                f'file?); give a file written by train.py.')
-    config.apply(taken)
+    config.apply(taken, owner=f'checkpoint {target}')
     try:
         config.check()
     except config.UserError as e:  # a value the checkpoint holds, not one of settings.py
@@ -202,6 +202,19 @@ def say_unused(given, phase, script, cuda, reasons=None):
              if settings.EVAL_MODE == 'whole'}
     config.no_effect(given, {**config.unread(given, (phase,), script, cuda), **whole,
                              **(reasons or {})})
+
+
+def fit_fix(trained, keep):
+    """The fix of a checkpoint whose weights do not fit the network built for it, which recorded
+    the settings `trained` (none: the original's files) and was loaded with the settings `keep`
+    given (see restore)."""
+    given = [k for k in network_settings(trained) if k in keep]
+    if not trained:
+        return 'pass the settings it was trained with as KEY=VALUE'
+    if given:
+        return (f'leave out {", ".join(given)}: it was trained with '
+                f'{config.text({k: trained[k] for k in given})}')
+    return 'its settings do not fit its own weights (a hand-edited file?), so give another one'
 
 
 def network_settings(trained):

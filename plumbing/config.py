@@ -210,18 +210,41 @@ def resolved():
     return {k: getattr(settings, k) for k in dir(settings) if k.isupper()}
 
 
-def apply(values):
+def apply(values, owner=None):
     """Set the settings to `values` ({KEY: value}): the one place that writes them (overrides,
-    a checkpoint's settings, the checks of another folder's, tests)."""
+    a checkpoint's settings, the checks of another folder's, tests). `owner`: what fixes their
+    values beyond the user's reach ('checkpoint <path>', whose weights they built), if anything
+    (see fix)."""
     for key, value in values.items():
         setattr(settings, key, value)
+        if owner:
+            _OWNERS[key] = owner
+        else:
+            _OWNERS.pop(key, None)
+
+
+_OWNERS = {}  # {KEY: what fixed its value now} (see apply)
+
+
+def whose(key):
+    """Setting `key` and its value as a clause: 'N_CLASSES=5', or 'checkpoint a.pth was trained
+    with N_CLASSES=5' where the checkpoint fixed it."""
+    now = f'{key}={short(getattr(settings, key))}'
+    return f'{_OWNERS[key]} was trained with {now}' if key in _OWNERS else now
+
+
+def fix(key, value, otherwise):
+    """The fix of a mistake about setting `key`: 'set KEY=value', or `otherwise` (what the user
+    can change: the data, another checkpoint) where a checkpoint fixed its value, which the
+    user's setting would not change."""
+    return otherwise if key in _OWNERS else f'set {key}={value}'
 
 
 @contextlib.contextmanager
 def applied(values=None):
     """Inside, the settings with `values` applied (see `apply`); afterwards exactly as before
     (values set inside included, settings added inside removed)."""
-    saved = resolved()
+    saved, owners = resolved(), dict(_OWNERS)
     apply(values or {})
     try:
         yield
@@ -229,6 +252,8 @@ def applied(values=None):
         for key in set(resolved()) - set(saved):
             delattr(settings, key)
         apply(saved)
+        _OWNERS.clear()
+        _OWNERS.update(owners)
 
 
 def path(p, base=ROOT):

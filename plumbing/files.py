@@ -125,6 +125,25 @@ def inside(path, folder):
     return None if rel == '..' or rel.startswith('..' + os.sep) else rel
 
 
+def near(path, extensions):
+    """A file that exists where `path` (which does not) was likely meant: in its folder, or the
+    nearest one above it that exists (a folder named twice), a file of the same name in another
+    case, or without the extensions of `extensions` that it carries or with others. None when
+    there is none."""
+    def stem(name):
+        name = name.lower()
+        while os.path.splitext(name)[1] in extensions:
+            name = os.path.splitext(name)[0]
+        return name
+    folder, name = os.path.split(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return None
+    found = [n for n in sorted(os.listdir(folder)) if stem(n) == stem(name)]
+    return next((os.path.join(folder, n) for n in found
+                 if os.path.isfile(os.path.join(folder, n))), None)
+
 # ---------------------------------------------------------------------------- text inputs
 
 def read_lines(path, what):

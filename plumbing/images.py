@@ -2,7 +2,9 @@
 as a viewer shows it (EXIF orientation applied), what of the file is not used said, a file cut
 short or not an image refused; a label as an index map of valid classes; an image and its label
 of one size. Every reader of an image or label (training, evaluation, prediction, `dataset.py
-check`) reads through here. Not here: where the files are (layout.py)."""
+check`, preparation's skip of what is done) reads or checks through here, so each applies the
+same checks: a file cut short is refused where a file that cannot be read is (prediction skips
+it and says so). Not here: where the files are (layout.py)."""
 import os
 
 import cv2
@@ -38,12 +40,14 @@ def read_image(path):
         with Image.open(path) as img:  # the header only: what the pixels below leave out
             unused, orientation = _unused_parts(img), img.getexif().get(0x0112, 1)
     except (OSError, ValueError, SyntaxError):
-        unused, orientation = [], 1  # OpenCV may read it still; it says when not
+        unused, orientation = None, 1  # OpenCV may read it still; it says when not
+    if unused is not None:  # an image's header: decoders fill its data cut short with grey
+        check_whole(path)
     rgb = getattr(cv2, 'IMREAD_COLOR_RGB', None)  # OpenCV >= 4.10 decodes straight to RGB
     image = cv2.imread(path, (rgb or cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise config.UserError(f'image {path} cannot be read: it is not an image file.')
-    for kind, what in unused:
+    for kind, what in unused or ():
         config.say(f'image {path} {what}.', once=('image', kind), times=SAY)
     image = image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(_orient(image, orientation))
@@ -87,19 +91,43 @@ def _orient(image, orientation):
     return {2: image[:, ::-1], 3: image[::-1, ::-1], 4: image[::-1]}.get(orientation, image)
 
 
-def check_whole(path):
-    """One sentence when an image file ends before its data does (a copy or a download cut
-    short): decoders fill the rest in grey, with no more than a warning."""
+def check_whole(path, what='image'):
+    """One sentence when an image or label file ends before its data does (a copy or a download
+    cut short), checked once per file in a process (see is_whole)."""
+    if path not in _WHOLE:
+        problem = cut_short(path)
+        if problem:
+            raise config.UserError(f'{what} {path} is cut short ({problem}); copy it again.')
+        _WHOLE.add(path)
+
+
+_WHOLE = set()  # the files found whole in this process
+
+
+def cut_short(path):
+    """What shows that a file ends before its data does, or None: a JPEG without the end of its
+    image after its last scan, a PNG without its end chunk (cheap: no decoding), another format
+    that PIL cannot decode in full."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    if data.startswith(b'\xff\xd8'):  # JPEG: an entropy-coded scan holds no FF D9
+        return None if data.find(b'\xff\xd9', data.rfind(b'\xff\xda')) >= 0 else \
+            'no end of image after its last scan'
+    if data.startswith(b'\x89PNG\r\n\x1a\n'):
+        return None if b'IEND\xaeB`\x82' in data[-64:] else 'no end chunk'
     try:
         with Image.open(path) as img:
             img.load()
     except OSError as e:
         if 'truncated' in str(e):
-            raise config.UserError(f'image {path} is cut short ({e}); copy it again.') from None
+            return str(e)
+    return None
 
 
 def read_label(path, n_classes, ignore):
     """A palette ('P') or grayscale ('L') PNG as uint8 class indices, values checked."""
+    if os.path.isfile(path):
+        check_whole(path, 'label')
     try:
         with Image.open(path, formats=['PNG']) as img:
             mode, frames = img.mode, getattr(img, 'n_frames', 1)
@@ -117,6 +145,8 @@ def read_label(path, n_classes, ignore):
     bad = (label >= n_classes) & (label != ignore)
     if bad.any():
         values = np.unique(label[bad])
+        fix = config.fix('N_CLASSES', int(values.max()) + 1, 'give data of its classes or '
+                                                             'another checkpoint')
         raise config.UserError(f'label {path} has values {values[:8].tolist()} outside '
-                               f'[0, {n_classes}) and {ignore}; fix the file or N_CLASSES.')
+                               f'[0, {n_classes}) and {ignore}; fix the file, or {fix}.')
     return label.astype(np.uint8, copy=False)

@@ -41,9 +41,33 @@ def data_root(root=None):
     return root
 
 
-def split_ids(root, split):
-    """The ids of a split of a prepared folder (see read_list)."""
-    return read_list(os.path.join(root, LISTS, f'{split}.txt'))
+def split_files(root, split, labelled=True):
+    """[(id, image, label or None)] of a split of a prepared folder (see read_list), every
+    file there: one sentence for the first that is not, naming the line of the list it comes
+    from and the file of a likelier name that exists (see not_there)."""
+    listed = os.path.join(root, LISTS, f'{split}.txt')
+    found = []
+    for number, id_ in read_list(listed, numbered=True):
+        image, label = image_path(root, id_), label_path(root, id_) if labelled else None
+        for what, folder, path in (('image', IMAGES, image), ('label', LABELS, label)):
+            if path is not None and not os.path.isfile(path):
+                raise config.UserError(not_there(what, path, listed, number, lambda near: (
+                    os.path.splitext(os.path.relpath(near, os.path.join(root, folder)))[0])))
+        found.append((id_, image, label))
+    return found
+
+
+def not_there(what, path, listed, number, line_of):
+    """The sentence for file `path`, built from line `number` of list `listed`, that is not
+    there: the line named, and a file of a likelier name that exists (files.near) with the line
+    that names it (line_of(file))."""
+    why = 'is a folder' if os.path.isdir(path) else 'does not exist'
+    near = files.near(path, IMAGE_EXTS)
+    hint = '' if not near else f'; {near} exists, named by the line {line_of(near)}' if \
+        line_of(near) != line_of(path) else f'; {near} exists: rename it to ' \
+        f'{os.path.basename(path)}'
+    return (f'{what} {path} cannot be read: it {why} (line {number} of {listed}){hint}; fix '
+            f'the list or the files.')
 
 
 def image_path(root, id_):
@@ -70,15 +94,17 @@ def read_ids(path, what='list'):
     return [line for _, line in files.read_lines(path, what)]
 
 
-def read_list(path):
-    """The ids of a split list of a prepared dataset, which must exist and hold some."""
+def read_list(path, numbered=False):
+    """The ids of a split list of a prepared dataset, which must exist and hold some, as
+    [(line number, id)] when `numbered`."""
     if not os.path.isfile(path):
         folder = os.path.dirname(path)
         have = sorted(f[:-4] for f in os.listdir(folder) if f.endswith('.txt')) \
             if os.path.isdir(folder) else []
         raise config.UserError(f'list {path} does not exist (lists there: {have or "none"}); '
                                f'{HOW_TO_MAKE}.')
-    ids = read_ids(path)
+    lines = files.read_lines(path, 'list')
+    ids = [line for _, line in lines]
     if not ids:
         raise config.UserError(f'list {path} is empty; {HOW_TO_MAKE}.')
     twice = repeated(ids)
@@ -86,7 +112,7 @@ def read_list(path):
         raise config.UserError(f'list {path} names {twice[0]} more than once ({len(twice)} ids '
                                f'so); an image listed twice would count twice, so remove the '
                                f'repeats.')
-    return ids
+    return lines if numbered else ids
 
 
 def repeated(ids):
@@ -113,8 +139,10 @@ def class_names(root=None):
     n, root = settings.N_CLASSES, resolve(root)
     names = read_classes(root)
     if names is not None and len(names) != n:
+        fix = config.fix('N_CLASSES', len(names), f'give data of its {n} classes (DATA_ROOT) '
+                                                  f'or another checkpoint')
         raise config.UserError(f'{os.path.join(root, "classes.txt")} names {len(names)} '
-                               f'classes but N_CLASSES={n}; set N_CLASSES={len(names)}.')
+                               f'classes but {config.whose("N_CLASSES")}; {fix}.')
     if names is not None:
         return names
     return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [f'class_{i}' for i in range(n)]
@@ -200,7 +228,6 @@ def _check_one(job):
             label = images.read_pair(path, label_path(root, id_), n, ignore)[1]
         else:
             images.read_image(path)
-        images.check_whole(path)
     except config.UserError as e:
         return counts, str(e)
     if labelled:

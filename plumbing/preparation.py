@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from plumbing import config, files, pictures, processes
+from plumbing import config, files, images, pictures, processes
 
 
 def write_prepared(out, splits, convert, classes, colours=None, workers=None, fix=''):
@@ -76,11 +76,18 @@ def link_all(pairs):
 
 
 def write_labels(convert, jobs, workers=None, colours=None):
-    """For each (source, target) whose target is not written yet: convert(source) -> a uint8
-    class map, written as an index PNG in `colours` (VOC's by default), on every core."""
+    """For each (source, target) whose target is not written yet (see done): convert(source) ->
+    a uint8 class map, written as an index PNG in `colours` (VOC's by default), on every
+    core."""
     def one(job):
         pictures.write_label(convert(job[0]), job[1], colours)
-    processes.parallel(one, [job for job in jobs if not os.path.exists(job[1])], workers, 'labels')
+    processes.parallel(one, [job for job in jobs if not done(job[1])], workers, 'labels')
+
+
+def done(target):
+    """Whether a label file a preparation writes is written already: there and whole (a file a
+    crash or a full disk cut short is written again)."""
+    return os.path.isfile(target) and not images.cut_short(target)
 
 
 def lut(size, pairs, default=255):

@@ -139,9 +139,9 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, problem, match, given
         open(jpg, 'wb').write(b'\xff\xd8 truncated')
     else:
         os.remove(png)
-    for ds in (dataset.TrainDataset(), dataset.ValDataset()):
+    for make in (dataset.TrainDataset, dataset.ValDataset):  # a missing file: when opened
         with pytest.raises(config.UserError, match=match):
-            ds[0]
+            make()[0]
 
 
 def test_missing_root_list_or_folder_says_how_to_fix(tmp_path, toy_root, given):
