@@ -46,15 +46,19 @@ def split_files(root, split, labelled=True):
     file there: one sentence for the first that is not, naming the line of the list it comes
     from and the file of a likelier name that exists (see not_there)."""
     listed = os.path.join(root, LISTS, f'{split}.txt')
-    found = []
-    for number, id_ in read_list(listed, numbered=True):
-        image, label = image_path(root, id_), label_path(root, id_) if labelled else None
-        for what, folder, path in (('image', IMAGES, image), ('label', LABELS, label)):
-            if path is not None and not os.path.isfile(path):
-                raise config.UserError(not_there(what, path, listed, number, lambda near: (
-                    os.path.splitext(os.path.relpath(near, os.path.join(root, folder)))[0])))
-        found.append((id_, image, label))
-    return found
+    return [(id_, *files_of(root, id_, listed, number, labelled))
+            for number, id_ in read_list(listed, numbered=True)]
+
+
+def files_of(root, id_, listed, number, labelled=True):
+    """(image, label or None) of the id on line `number` of list `listed`, each there: else one
+    sentence for the first that is not (see not_there)."""
+    image, label = image_path(root, id_), label_path(root, id_) if labelled else None
+    for what, folder, path in (('image', IMAGES, image), ('label', LABELS, label)):
+        if path is not None and not os.path.isfile(path):
+            raise config.UserError(not_there(what, path, listed, number, lambda near: (
+                os.path.splitext(os.path.relpath(near, os.path.join(root, folder)))[0])))
+    return image, label
 
 
 def not_there(what, path, listed, number, line_of):
@@ -191,10 +195,13 @@ def check(root=None, workers=None, show=8):
     palette(root)  # a malformed palette.txt: one sentence, as train.py would say it
     problems = 0
     for split in splits:
-        ids = read_ids(os.path.join(lists, f'{split}.txt'))
-        twice, ids = repeated(ids), list(dict.fromkeys(ids))  # each image once in the counts
-        labelled = [i for i in ids if os.path.exists(label_path(root, i))]
-        jobs = [(root, i, n, settings.IGNORE_LABEL, bool(labelled)) for i in ids]
+        listed = os.path.join(lists, f'{split}.txt')
+        lines, first = files.read_lines(listed, 'list'), {}
+        for k, i in lines:
+            first.setdefault(i, k)  # each image once in the counts, by its first line
+        twice, lines = repeated([i for _, i in lines]), [(k, i) for i, k in first.items()]
+        labelled = [i for _, i in lines if os.path.exists(label_path(root, i))]
+        jobs = [(root, i, listed, k, n, settings.IGNORE_LABEL, bool(labelled)) for k, i in lines]
         pixels, counted, bad = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), []
         for counts, problem in processes.parallel(_check_one, jobs, workers, split):
             pixels += counts
@@ -204,7 +211,7 @@ def check(root=None, workers=None, show=8):
         bad += [f'{i} is listed more than once in {split}.txt (it would count twice)'
                 for i in twice]
         kind = 'labelled' if labelled else 'unlabelled (images only)'
-        print(f'\n{split}: {len(ids)} ids, {kind}, {len(bad)} with problems')
+        print(f'\n{split}: {len(lines)} ids, {kind}, {len(bad)} with problems')
         if labelled:
             total = max(1, pixels.sum())
             print(f'{"class":<24}{"pixels %":>10}{"images":>8}')
@@ -220,14 +227,14 @@ def check(root=None, workers=None, show=8):
 
 def _check_one(job):
     """(pixels per class + ignored (n + 1,), problem sentence or None) of one id."""
-    root, id_, n, ignore, labelled = job
+    root, id_, listed, number, n, ignore, labelled = job
     counts = np.zeros(n + 1, np.int64)
     try:
-        path = image_path(root, id_)
+        image, label = files_of(root, id_, listed, number, labelled)
         if labelled:
-            label = images.read_pair(path, label_path(root, id_), n, ignore)[1]
+            label = images.read_pair(image, label, n, ignore)[1]
         else:
-            images.read_image(path)
+            images.read_image(image)
     except config.UserError as e:
         return counts, str(e)
     if labelled:
