@@ -1,4 +1,6 @@
-"""A mistake's sentence by kind, each from the one place that makes it: (2) a fix checked against
+"""A mistake's sentence by kind, each from the one place that makes it: (1) a setting given that a
+run does not read is said from what it reads, found in the code (plumbing/reads.py), on this
+device, and changes neither a resume nor a result's name; (2) a fix checked against
 who owns the value (a checkpoint fixes the settings of its network: the sentence points at the
 data or another checkpoint, never at a setting that would only be refused); (3) a path built
 from a line of a list names the list and the line, and the file of a likelier name that exists;
@@ -201,3 +203,39 @@ def test_what_owns_a_value_is_kept_and_undone_with_the_settings(given):
     assert config.whose('N_CLASSES').startswith('checkpoint a.pth')  # as it was
     config.apply({'N_CLASSES': 5})
     assert config.whose('N_CLASSES') == 'N_CLASSES=5'
+
+# ---------------------------------------------------------------------------- (1) what is read
+
+
+def notes(err):
+    return [line for line in err.splitlines() if line.startswith('note: ')]
+
+
+def test_a_setting_a_run_does_not_read_is_said_from_what_it_reads(toy_root, tmp_path, checkpoint,
+                                                                   capsys):
+    run = args(toy_root, str(tmp_path / 'run'), ITER_MAX=2)
+    code, _, err = run_main(train.main, run + ['AMP=True', 'EVAL_FLIP=True', 'SAVE_PRED=True',
+                                               'SLIDE_CROP=999'], capsys)
+    assert code == 0 and notes(err) == [
+        'note: AMP=True has no effect: it acts on CUDA only.',  # on this CPU
+        'note: EVAL_FLIP=True has no effect: VAL_EVERY=0 never validates.',
+        'note: SAVE_PRED=True has no effect: train.py does not read it.',
+        'note: SLIDE_CROP=999 has no effect: VAL_EVERY=0 never validates.'], err
+    os.remove(tmp_path / 'run' / 'models' / 'final.pth')  # as if killed before its end
+    code, out, err = run_main(train.main, run + ['AMP=False'], capsys)  # on the CPU: the same
+    assert code == 0 and 'resuming from' in out, err
+    common = [checkpoint, f'DATA_ROOT={toy_root}', 'NUM_WORKERS=0', f'LOG_DIR={tmp_path}/e']
+    code, out, err = run_main(evaluation.main, common, capsys)
+    assert code == 0
+    plain = out.split('scores: ')[1].split()[0]
+    code, out, err = run_main(evaluation.main, common + ['BATCH_SIZE=4', 'LR=0.5', 'SEED=3',
+                                                         "SCALES=(1.0,)", 'ITER_MAX=9'], capsys)
+    assert code == 0 and 'given:' not in out and out.split('scores: ')[1].split()[0] == plain
+    assert notes(err) == [f'note: {k} has no effect: eval.py does not read it.' for k in (
+        'BATCH_SIZE=4', 'LR=0.5', 'SEED=3', 'SCALES=(1.0,)', 'ITER_MAX=9')], err
+    code, out, err = run_main(predict.main, [checkpoint, f'{toy_root}/JPEGImages/toy_00030.jpg',
+                                             '--out', str(tmp_path / 'p'), 'NUM_WORKERS=3',
+                                             'VAL_EVERY=5'], capsys)
+    assert code == 0 and notes(err) == [
+        'note: NUM_WORKERS=3 has no effect: predict.py does not read it.',
+        'note: VAL_EVERY=5 has no effect: predict.py does not read it.'], err
