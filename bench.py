@@ -7,15 +7,19 @@ network's size and cost.
 The CUDA rows where a GPU is visible, else the CPU rows (`cpu` asks for them anyway). CPU rows
 (about a minute on 2 cores): the data pipeline against a plain re-statement of the original's,
 the EM unit against a plain re-statement of the reference algorithm, and eval.py's EM-stage
-sweep in one pass against one run per count. CUDA rows: the bf16 matmul rate, the training step
-that train.py runs (network.train_step) for EMANet-101 OS8 at 513x513 in plain float32 (the
-baseline), TF32 and train.py's default (bf16 + channels_last, + compile with COMPILE=True), each
-with its peak memory and model FLOP utilisation against that matmul rate; eval.py's own
-inference (validate) on VOC-sized images in memory, single scale and 6 scales + flip; and the
-sweep. Benchmarks are not tests: nothing here asserts a time.
+sweep in one pass against one run per count. CUDA rows: the fp32, TF32 and bf16 matmul rates;
+the training step that train.py runs (network.train_step) for EMANet-101 OS8 at 513x513, batch
+8 and 16, in plain float32 (the baseline), TF32, bf16 alone and train.py's default (bf16 +
+channels_last, + compile with COMPILE=True), each with its first step (cuDNN's search) timed
+apart, its peak memory allocated and reserved, and its model FLOP utilisation against the matmul
+rate of its own arithmetic (MODES); eval.py's own inference (validate) on VOC-sized images in
+memory, single scale and 6 scales + flip; and the sweep. Each row of the JSON file names its
+mode, the file the command. EMANET_DRY_RUN=1 `bench.py cuda` runs the CUDA rows' code on the
+CPU for a small EMANet (see DRY). Benchmarks are not tests: nothing here asserts a time.
 """
 import contextlib
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -36,10 +40,11 @@ import settings
 ROWS = []
 
 
-def row(name, value, unit, baseline=None, baseline_value=None, note=''):
+def row(name, value, unit, baseline=None, baseline_value=None, note='', mode=None):
+    """A row of the table and of the JSON file; `mode`: the arithmetic of a CUDA row (MODES)."""
     ratio = value / baseline_value if baseline_value else None
     ROWS.append(dict(row=name, value=value, unit=unit, baseline=baseline,
-                     baseline_value=baseline_value, ratio=ratio, note=note))
+                     baseline_value=baseline_value, ratio=ratio, note=note, mode=mode))
     ratio_text = f'{ratio:6.2f}x  vs {baseline} ({baseline_value:.4g} {unit})' if ratio else ''
     print(f'{name:<46}{value:>10.4g} {unit:<10}{ratio_text}  {note}', flush=True)
 
@@ -193,14 +198,37 @@ def changed(obj, **values):
 
 R101 = dict(N_LAYERS=101, STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21,
             PRETRAINED='', AUX_WEIGHT=0.0)
+# EMANET_DRY_RUN=1 without a GPU (`bench.py cuda`, .ci/gpu's dry run): the CUDA rows' code runs
+# on the CPU for a small EMANet on small crops, to try it, not to time it.
+DRY = bool(os.environ.get('EMANET_DRY_RUN')) and not torch.cuda.is_available()
+SMALL = dict(N_LAYERS=18, STEM='torchvision', EMA_CHANNELS=64, N_BASES=16)
+SIZE, BATCHES, STEPS, MATMUL_N = (65, (1, 2), 2, 256) if DRY else (513, (8, 16), 10, 8192)
+IMAGE = (75, 100) if DRY else (375, 500)  # (h, w) of the VOC-sized images (inference, .ci/gpu)
+# cuDNN's search (benchmark=True) times this many of its best-ranked algorithms for each new
+# shape (PyTorch's default: 10); the first step, which runs it, is timed apart.
+SEARCH_LIMIT = int(os.environ.get('BENCH_SEARCH_LIMIT', 3))
 
-# The arithmetic of each training row: plain float32 (the original's, and train.py's with
-# AMP=False: TF32 off for convolutions and matmuls), TF32 convolutions and matmuls (PyTorch's
-# default for convolutions; no train.py mode), and train.py's default (bf16 autocast and
-# channels_last, TF32 off: the EM loop and the logits in true float32).
-MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False),
-         'tf32': dict(tf32=True, amp=False, channels_last=False),
-         'default': dict(tf32=False, amp=True, channels_last=True)}
+
+def r101():
+    """R101's settings, or a small EMANet's on a dry run (see DRY)."""
+    return {**R101, **(SMALL if DRY else {})}
+
+
+# The arithmetic of each training row and the matmul rate it is held against (its ceiling):
+# plain float32 (the original's, and train.py's with AMP=False: TF32 off for convolutions and
+# matmuls), TF32 convolutions and matmuls (PyTorch's default for convolutions; no train.py mode),
+# bf16 autocast alone, and train.py's default (bf16 autocast and channels_last, TF32 off: the EM
+# loop and the logits in true float32).
+MODES = {'fp32': dict(tf32=False, amp=False, channels_last=False, ceiling='fp32'),
+         'tf32': dict(tf32=True, amp=False, channels_last=False, ceiling='tf32'),
+         'bf16': dict(tf32=False, amp=True, channels_last=False, ceiling='bf16'),
+         'default': dict(tf32=False, amp=True, channels_last=True, ceiling='bf16')}
+MATMULS = {'fp32': (torch.float32, False), 'tf32': (torch.float32, True),
+           'bf16': (torch.bfloat16, False)}  # (dtype, TF32 allowed)
+
+
+def sync_of(device):
+    return torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
 
 
 @contextlib.contextmanager
@@ -212,11 +240,12 @@ def training_step(batch, mode, device='cuda', size=513):
     (train.py's three groups differ in rates, not in work); the data a fixed random batch on
     the device (the data row measures the loader)."""
     m = MODES[mode]
-    with config.applied({**R101, 'AMP': m['amp']}), \
-            changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True), \
+    with config.applied({**r101(), 'AMP': m['amp']}), \
+            changed(torch.backends.cudnn, allow_tf32=m['tf32'], benchmark=True,
+                    benchmark_limit=SEARCH_LIMIT), \
             changed(torch.backends.cuda.matmul, allow_tf32=m['tf32']):
         torch.manual_seed(0)
-        model = network.EMANet(21, 101).to(device).train()
+        model = network.EMANet(21, settings.N_LAYERS).to(device).train()
         if m['channels_last']:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=settings.LR_MOM,
@@ -230,37 +259,49 @@ def training_step(batch, mode, device='cuda', size=513):
         yield step, lambda: step(model)
 
 
-def bench_train_step(batch, mode, steps=10):
-    """images/s, peak GiB (after the first steps: not cuDNN's search) and FLOPs/s (counted on
-    the eager network) of real SGD steps of EMANet-101 OS8 at 513x513."""
+def bench_train_step(batch, mode, device, steps=STEPS):
+    """(images/s, seconds of the first step, peak GiB allocated, peak GiB reserved, FLOP/s) of
+    real SGD steps of EMANet-101 OS8 at 513x513. The first step (cuDNN's search) is timed
+    apart; the peaks are the steady steps' (the search's workspaces released before them);
+    the FLOPs are counted on the eager network."""
     from torch.utils.flop_counter import FlopCounterMode
-    torch.cuda.empty_cache()  # what the previous row held
+    cuda, sync = device.type == 'cuda', sync_of(device)
+    if cuda:
+        torch.cuda.empty_cache()  # what the previous row held
     try:
-        with training_step(batch, mode) as (step, eager_step):
-            for _ in range(3):
+        with training_step(batch, mode, device, SIZE) as (step, eager_step):
+            first = timed(step, 1, sync, warm_up=False)
+            for _ in range(2):
                 step()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            seconds = timed(step, steps, torch.cuda.synchronize, warm_up=False)
-            peak = torch.cuda.max_memory_allocated() / 2 ** 30
+            if cuda:
+                sync()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            seconds = timed(step, steps, sync, warm_up=False)
+            peaks = (torch.cuda.max_memory_allocated() / 2 ** 30,
+                     torch.cuda.max_memory_reserved() / 2 ** 30) if cuda else (None, None)
             counter = FlopCounterMode(display=False)
             with counter:
                 eager_step()
-            return batch / seconds, peak, counter.get_total_flops() / seconds
+            return batch / seconds, first, *peaks, counter.get_total_flops() / seconds
     except torch.cuda.OutOfMemoryError:
         print(f'train step batch {batch}, {mode}: out of memory', flush=True)
         return None
 
 
-def matmul_rate(n=8192, inner=50, repeats=5):
-    """bf16 FLOP/s of n x n matmuls, `inner` of them per timing (one would time the launch)."""
-    a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
-    b = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+def matmul_rate(kind, device, n=8192, seconds=0.1, repeats=5):
+    """FLOP/s of n x n matmuls in `kind` (MATMULS), each timing holding enough of them to last
+    about `seconds` (one would time the launch)."""
+    dtype, tf32 = MATMULS[kind]
+    sync = sync_of(device)
+    with changed(torch.backends.cuda.matmul, allow_tf32=tf32):
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        inner = max(1, round(seconds / timed(lambda: torch.mm(a, b), 3, sync)))
 
-    def many():
-        for _ in range(inner):
-            torch.mm(a, b)
-    return inner * 2 * n ** 3 / timed(many, repeats, torch.cuda.synchronize)
+        def many():
+            for _ in range(inner):
+                torch.mm(a, b)
+        return inner * 2 * n ** 3 / timed(many, repeats, sync)
 
 
 class InMemory(torch.utils.data.Dataset):
@@ -279,34 +320,36 @@ class InMemory(torch.utils.data.Dataset):
 
 def eval_net_and_data(root, device):
     """EMANet-101 OS8 as eval.py runs it (eval mode, channels_last) and the VOC-sized images
-    in memory; inside config.applied(R101)."""
+    in memory; inside config.applied(r101())."""
     torch.manual_seed(0)
-    net = network.EMANet(21, 101).to(device).eval()
+    net = network.EMANet(21, settings.N_LAYERS).to(device).eval()
     if device.type == 'cuda':
         net = net.to(memory_format=torch.channels_last)
     return net, InMemory(dataset.ValDataset('trainaug', root=root))
 
 
-def bench_inference(root, n):
-    """images/s of eval.py's own path (validate: padding, scales, flip, bf16) on n VOC-sized
-    images in memory, single scale and 6 scales + flip, projected to the 1449 VOC val images
-    (decoding them on the loader's workers runs beside it)."""
-    device = torch.device('cuda')
-    with config.applied({**R101, 'NUM_WORKERS': 0}):
+def bench_inference(root, n, device):
+    """images/s of eval.py's own path (validate: padding, scales, flip, bf16, TF32 off) on n
+    VOC-sized images in memory, single scale and 6 scales + flip, projected to the 1449 VOC val
+    images (decoding them on the loader's workers runs beside it)."""
+    with config.applied({**r101(), 'NUM_WORKERS': 0}), \
+            changed(torch.backends.cudnn, allow_tf32=False):
         net, data = eval_net_and_data(root, device)
         stages = network.stage_counts()
         for scales, flip in (((1.0,), False), ((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)):
             with config.applied({'EVAL_SCALES': scales, 'EVAL_FLIP': flip}):
                 seconds = timed(lambda: inference.validate(net, data, device, stages), 2,
-                                torch.cuda.synchronize) / n
-            row(f'inference 500x375 (validate), {len(scales)} scale(s){" + flip" * flip}',
-                1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s')
+                                sync_of(device)) / n
+            row(f'inference {IMAGE[1]}x{IMAGE[0]} (validate), {len(scales)} scale(s)'
+                f'{" + flip" * flip}',
+                1 / seconds, 'images/s', note=f'1449 VOC val images: {1449 * seconds:.0f} s',
+                mode='default')
 
 
 def bench_sweep(root, device, n):
     """The EM-stage sweep STAGE_NUM_EVAL=(1,2,3,4,6,8) of EMANet-101 in one validate (the
     backbone once per image) against six validates, one per count; the scores must agree."""
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    sync = sync_of(device)
     scores = {}
 
     def run(counts):  # seconds of one validate with STAGE_NUM_EVAL=counts; scores kept
@@ -314,7 +357,7 @@ def bench_sweep(root, device, n):
             with config.applied({'STAGE_NUM_EVAL': counts}):
                 scores[counts] = inference.validate(net, data, device, network.stage_counts())
         return timed(score, 1, sync, warm_up=False)
-    with config.applied({**R101, 'NUM_WORKERS': 0}):
+    with config.applied({**r101(), 'NUM_WORKERS': 0}):
         net, data = eval_net_and_data(root, device)
         data.items = data.items[:n]
         run(3)  # one warm-up for all
@@ -328,30 +371,50 @@ def bench_sweep(root, device, n):
         'six runs', n / apart, note='the same scores as the six runs')
 
 
-def bench_cuda(root, n, keep):
-    """The CUDA rows; keep() writes the rows so far after each group (a run cut short by a time
-    limit keeps what it measured)."""
-    name = torch.cuda.get_device_name()
-    rate = matmul_rate()
-    row('bf16 matmul 8192^3', rate / 1e12, 'TFLOP/s', note=name)
-    for batch in (8, 16):
-        got = {mode: bench_train_step(batch, mode) for mode in MODES}
-        base = got['fp32'] or (None, None, None)
-        for mode in ('tf32', 'default'):
-            if got[mode] is None:
-                continue
-            note = {'tf32': 'TF32 convolutions and matmuls, NCHW (no train.py mode)',
-                    'default': 'train.py: bf16 + channels_last' +
-                    ' + compile' * settings.COMPILE}[mode]
-            row(f'train step R101 OS8 513, batch {batch}, {mode}', got[mode][0], 'images/s',
-                'plain fp32', base[0], note=note)
-            row(f'  peak memory, batch {batch}, {mode}', got[mode][1], 'GiB', 'plain fp32', base[1])
-            row(f'  model FLOP utilisation, batch {batch}, {mode}', got[mode][2] / rate,
-                'of matmul', 'plain fp32', base[2] and base[2] / rate)
-        keep()
-    bench_inference(root, n)
+def bench_cuda(root, n, keep, device):
+    """The CUDA rows (on the CPU for a dry run: see DRY); keep() writes the rows so far after
+    each group (a run cut short by a time limit keeps what it measured)."""
+    where = torch.cuda.get_device_name() if device.type == 'cuda' else 'the CPU, a dry run'
+    rates = {kind: matmul_rate(kind, device, MATMUL_N) for kind in MATMULS}
+    for kind, rate in rates.items():
+        modes = ' and '.join(m for m in MODES if MODES[m]['ceiling'] == kind)
+        row(f'matmul {MATMUL_N}^3, {kind}', rate / 1e12, 'TFLOP/s', mode=kind,
+            note=f'the ceiling of the {modes} rows; {where}')
     keep()
-    bench_sweep(root, torch.device('cuda'), n)
+    with config.applied(r101()):
+        net = f'R{settings.N_LAYERS} OS{settings.STRIDE} {SIZE}'
+    notes = {'fp32': 'the original\'s arithmetic (train.py AMP=False)',
+             'tf32': 'TF32 convolutions and matmuls, NCHW (no train.py mode)',
+             'bf16': 'bf16 autocast, NCHW (no train.py mode)',
+             'default': 'train.py: bf16 + channels_last' + ' + compile' * settings.COMPILE}
+    for batch in BATCHES:
+        got = {mode: bench_train_step(batch, mode, device) for mode in MODES}
+        base = got['fp32'] or (None,) * 5
+        for mode, figures in got.items():
+            if figures is None:
+                continue
+            speed, first, allocated, reserved, flops = figures
+
+            def vs(i):  # against plain fp32's figure i
+                return dict(baseline='plain fp32', baseline_value=base[i]) if mode != 'fp32' \
+                    else {}
+            ceiling = MODES[mode]['ceiling']
+            row(f'train step {net}, batch {batch}, {mode}', speed, 'images/s', **vs(0),
+                note=notes[mode], mode=mode)
+            row(f'  first step, batch {batch}, {mode}', first, 's', **vs(1), mode=mode,
+                note=f'cuDNN\'s search over {SEARCH_LIMIT} algorithms a shape')
+            if allocated is not None:
+                row(f'  peak memory allocated, batch {batch}, {mode}', allocated, 'GiB',
+                    **vs(2), mode=mode)
+                row(f'  peak memory reserved, batch {batch}, {mode}', reserved, 'GiB', **vs(3),
+                    mode=mode)
+            row(f'  model FLOP utilisation, batch {batch}, {mode}', flops / rates[ceiling],
+                f'of {ceiling}', mode=mode,
+                note=f'{flops / 1e12:.3g} TFLOP/s of the {ceiling} matmul rate')
+        keep()
+    bench_inference(root, n, device)
+    keep()
+    bench_sweep(root, device, n)
 
 # ---------------------------------------------------------------------------- main
 
@@ -362,26 +425,32 @@ def main(argv):
     cuda = torch.cuda.is_available()
     if rest == ['cost']:
         return print_cost()
-    if rest not in ([], ['cpu'], ['cuda']) or rest == ['cuda'] and not cuda:
+    if rest not in ([], ['cpu'], ['cuda']) or rest == ['cuda'] and not (cuda or DRY):
         raise config.UserError(f'unexpected argument {config.short(" ".join(rest))!r}; bench.py '
-                               f'takes cpu, cuda (on a GPU) or cost, and KEY=VALUE.')
+                               f'takes cpu, cuda (on a GPU, or on the CPU with '
+                               f'EMANET_DRY_RUN=1) or cost, and KEY=VALUE.')
     rows = rest[0] if rest else 'cuda' if cuda else 'cpu'
-    record = records.run_record()  # the settings as given, before any row changes them
+    # the settings as given, before any row changes them; the command of every row
+    record = {**records.run_record(), 'command': shlex.join(['python', *sys.argv])}
     print(f'bench.py {rows} rows on {torch.get_num_threads()} CPU threads'
-          f'{", " + torch.cuda.get_device_name() if cuda else ""}', flush=True)
+          f'{", " + torch.cuda.get_device_name() if cuda else ""}'
+          f'{", a dry run of the CUDA rows on the CPU" if rows == "cuda" and DRY else ""}',
+          flush=True)
     log_dir = files.folder('LOG_DIR')
     name = f'bench_{rows}.json'
     outputs.claim(log_dir, {name: None})
     with tempfile.TemporaryDirectory() as root:
-        n = len(voc_like_folder(root))
+        n = len(voc_like_folder(root, 2, IMAGE) if DRY and rows == 'cuda' else
+                voc_like_folder(root))
         if rows == 'cpu':
             bench_data(root, n)
             bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
             bench_sweep(root, torch.device('cpu'), 2)
         else:
-            bench_emau(torch.device('cuda'))
+            device = torch.device('cuda' if cuda else 'cpu')
+            bench_emau(device, batch=1 if DRY else 8)
             bench_cuda(root, n, lambda: records.write_record({**record, 'rows': ROWS}, log_dir,
-                                                             name))
+                                                             name), device)
     print('written to', records.write_record({**record, 'rows': ROWS}, log_dir, name))
 
 

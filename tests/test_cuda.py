@@ -1,14 +1,16 @@
 """The CUDA path, on a GPU (skipped without one; EMANET_DRY_RUN=1 runs it on the CPU to try its
 plumbing, bf16 being float32 there): bf16 + channels_last against fp32 from the same weights on
 the same batches; the EM loop in float32 under autocast, by value; compiled gradients against
-eager ones with no dropout mask to differ; a killed run's resume against the spread of two
-uninterrupted runs, with a resume that lost its momentum as the control; one checkpoint scored
-in bf16 and in fp32. Every figure measured is printed (pytest -s) and written, as it is
-measured, to $CUDA_REPORT (a JSON file) when that is set; each bound holds by design, not by
-luck, and says why beside it."""
+eager ones with no dropout mask to differ; a killed run's resume against an uninterrupted run,
+bit for bit with deterministic algorithms, with a resume that lost its momentum as the control;
+one checkpoint scored in bf16 and in fp32. fp32 is float32 here (TF32 off, as train.py and
+eval.py run it). Every figure measured is printed (pytest -s) and written, as it is measured, to
+$CUDA_REPORT (a JSON file, with the command) when that is set; each bound holds by design, not
+by luck, and says why beside it."""
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,7 +24,7 @@ import inference
 import network
 import settings
 import train
-from conftest import ENV, ROOT, slow_em
+from conftest import ENV, ROOT, assert_same_state, slow_em
 from plumbing import config, runs
 
 CUDA = torch.cuda.is_available()
@@ -40,7 +42,23 @@ def report(key, value):
     print(f'{key}: {value}', flush=True)
     if os.environ.get('CUDA_REPORT'):
         with open(os.environ['CUDA_REPORT'], 'w') as f:
-            json.dump(REPORT, f, indent=2)
+            json.dump({'command': shlex.join(['python', '-m', 'pytest', *sys.argv[1:]]),
+                       'device': torch.cuda.get_device_name() if CUDA else 'cpu (a dry run)',
+                       'figures': REPORT}, f, indent=2)
+
+
+@pytest.fixture(autouse=True)
+def float32_is_float32():
+    """TF32 off for cuDNN's convolutions and for matmuls, as train.py, eval.py and predict.py
+    run float32 on CUDA (PyTorch's default rounds convolutions to TF32): a test's fp32 is
+    float32."""
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = [flag.allow_tf32 for flag in flags]
+    for flag in flags:
+        flag.allow_tf32 = False
+    yield
+    for flag, value in zip(flags, saved):
+        flag.allow_tf32 = value
 
 
 def relative(a, b):
@@ -90,8 +108,8 @@ def sgd_steps(state, data, amp):
         for step, (image, label) in enumerate(data, 1):
             torch.manual_seed(step)
             train.poly_lr_scheduler(optimizer, step)
-            scalars, logits = network.train_step(net, optimizer,
-                                                 inference.to_input(image, channels_last), label)
+            scalars, logits = network.train_step(
+                net, optimizer, inference.to_input(image, channels_last), label)
             losses.append(float(scalars['loss']))
             first = logits.float() if first is None else first
     return losses, first
@@ -108,7 +126,7 @@ def test_bf16_follows_fp32_from_the_same_weights_on_the_same_batches(demo):
     report('bf16 vs fp32, first step logits, relative error', logits_error)
     report('bf16 vs fp32, losses of steps 1-4', [fp32, bf16])
     report('bf16 vs fp32, largest relative loss gap over 4 steps', max(gaps))
-    # bf16 keeps 8 bits of mantissa (relative rounding 2^-9 per operation); summed in float32
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 per operation); summed in float32
     # through ~20 layers the logits stay within a few percent, and four steps of SGD from the
     # same weights do not take the runs apart. An EM loop or a loss in bf16 would not hold this.
     assert logits_error < 0.05 and max(gaps) < 0.05
@@ -148,9 +166,17 @@ def test_compiled_gradients_match_eager_ones(demo):
     assert diff < (0.05 if CUDA else 1e-5)  # bf16 rounding of two kernel orders
 
 
-def script(name, argv, check=True):
-    done = subprocess.run([sys.executable, os.path.join(ROOT, name), *argv], capture_output=True,
-                          text=True, timeout=600, env=ENV)
+# tests/deterministic.py runs a script with deterministic algorithms; it imports the project
+DETERMINISTIC = [sys.executable, os.path.join(ROOT, 'tests', 'deterministic.py')]
+DETERMINISTIC_ENV = {**ENV, 'PYTHONPATH': os.pathsep.join(
+    [ROOT, *filter(None, [ENV.get('PYTHONPATH')])])}
+
+
+def script(name, argv, check=True, deterministic=False):
+    """`python name argv...`; with deterministic=True through tests/deterministic.py."""
+    python = DETERMINISTIC if deterministic else [sys.executable]
+    done = subprocess.run([*python, os.path.join(ROOT, name), *argv], capture_output=True,
+                          text=True, timeout=600, env=DETERMINISTIC_ENV if deterministic else ENV)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -162,16 +188,19 @@ def argv(toy, tmp, **over):
     return [f'{k}={v}' if isinstance(v, str) else f'{k}={v!r}' for k, v in values.items()]
 
 
-def test_a_killed_run_resumes_within_the_spread_of_two_uninterrupted_ones(toy, tmp_path):
-    """CUDA's bilinear backward adds in no fixed order, so no two runs are bit for bit equal:
-    the resumed run is held against two uninterrupted ones, and a resume that lost its
-    momentum (the original's) must fall outside."""
+def test_a_killed_run_resumes_bit_for_bit_with_deterministic_algorithms(toy, tmp_path):
+    """With deterministic algorithms (tests/deterministic.py: on CUDA the bilinear upsample's
+    backward, cuDNN's choice of algorithms and cuBLAS's workspace would otherwise differ between
+    runs), a run killed after its latest.pth and resumed ends with the state of an
+    uninterrupted one, bit for bit; a second uninterrupted run shows the runs are deterministic,
+    and a resume that lost its momentum (the original's) must differ."""
     runs = {name: str(tmp_path / name) for name in ('a', 'b', 'resumed', 'no_momentum')}
     for name in ('a', 'b'):
-        script('train.py', argv(toy, runs[name]))
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'),
+        script('train.py', argv(toy, runs[name]), deterministic=True)
+    proc = subprocess.Popen([*DETERMINISTIC, os.path.join(ROOT, 'train.py'),
                              *argv(toy, runs['resumed'])], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True, env=ENV)
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env=DETERMINISTIC_ENV)
     for line in proc.stdout:
         if line.startswith('step 31/40'):  # after latest.pth of step 30
             break
@@ -185,18 +214,19 @@ def test_a_killed_run_resumes_within_the_spread_of_two_uninterrupted_ones(toy, t
     os.makedirs(f'{runs["no_momentum"]}/models')
     torch.save(latest, f'{runs["no_momentum"]}/models/latest.pth')
     for name in ('resumed', 'no_momentum'):
-        assert 'resuming from' in script('train.py', argv(toy, runs[name])).stdout
-    final = {name: torch.load(f'{folder}/models/final.pth', weights_only=True)['net']
+        done = script('train.py', argv(toy, runs[name]), deterministic=True)
+        assert 'resuming from' in done.stdout
+    final = {name: torch.load(f'{folder}/models/final.pth', weights_only=True)
              for name, folder in runs.items()}
-    spread = relative(final['a'], final['b'])
-    gap = relative(final['a'], final['resumed'])
-    control = relative(final['a'], final['no_momentum'])
+    spread = relative(final['a']['net'], final['b']['net'])
+    gap = relative(final['a']['net'], final['resumed']['net'])
+    control = relative(final['a']['net'], final['no_momentum']['net'])
     report('two uninterrupted runs of 40 steps, relative weight difference', spread)
     report('resumed at 30 vs uninterrupted, relative weight difference', gap)
     report('resumed without momentum vs uninterrupted (control)', control)
-    bound = 3 * spread + 1e-6  # independent runs: differences of one size
-    assert gap <= bound < control
-    shutil.rmtree(runs['b'])  # 'a' stays for the evaluation test
+    assert_same_state(final['a'], final['b'])  # deterministic: else the next would be luck
+    assert_same_state(final['a'], final['resumed'])
+    assert control > 1e-4  # 10 steps without momentum: the comparison sees a lost state
 
 
 def test_one_checkpoint_scores_alike_in_bf16_and_fp32(toy, tmp_path):
@@ -211,10 +241,16 @@ def test_one_checkpoint_scores_alike_in_bf16_and_fp32(toy, tmp_path):
                 with inference.eval_mode(net):
                     probs.append([inference.infer(net, data[i][0].to(DEVICE))[0]
                                   for i in range(len(data))])
-    diff = sum(float((a - b).abs().mean()) for a, b in zip(*probs)) / len(probs[0])
-    agree = sum(float((a.argmax(0) == b.argmax(0)).float().mean()) for a, b in zip(*probs)) / \
-        len(probs[0])
-    report('one checkpoint, bf16 vs fp32 inference: mean |dp|, argmax agreement', [diff, agree])
-    # softmax moves by at most a quarter of the logits' error, and argmax only where the top two
-    # classes are within it
-    assert diff < 0.01 and agree > 0.97
+    bf16, fp32 = (torch.cat([p.flatten(1) for p in ps], 1) for ps in probs)  # (classes, pixels)
+    top2 = fp32.topk(2, dim=0).values
+    # bf16 rounds to 8 significant bits (2^-8 relative); through the network a probability moves
+    # by a few such roundings (0.007 at most in bf16 on a CPU). Two classes closer than 2^-4 in
+    # fp32, eight roundings each, may swap by rounding alone: those pixels are not counted.
+    clear = top2[0] - top2[1] >= 2 ** -4
+    agree = bf16.argmax(0)[clear] == fp32.argmax(0)[clear]
+    diff = float((bf16 - fp32).abs().mean())
+    report('one checkpoint, bf16 vs fp32 inference: mean |dp|, largest |dp|',
+           [diff, float((bf16 - fp32).abs().max())])
+    report('pixels whose two best fp32 classes are 2^-4 apart or more: share, bf16 agreement',
+           [float(clear.float().mean()), float(agree.float().mean())])
+    assert diff < 0.01 and bool(agree.all())

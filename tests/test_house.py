@@ -6,6 +6,8 @@ file of the project has its layer here."""
 import ast
 import os
 
+import pytest
+
 from conftest import ROOT
 
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
@@ -112,3 +114,23 @@ def test_no_test_module_imports_another():
     for name in mine:
         imported = set(imports_of(os.path.join(tests, f'{name}.py'))) & mine
         assert not imported, f'{name}.py imports {imported}'
+
+
+def test_no_name_is_undefined_even_where_only_a_gpu_goes():
+    """Every name the project's files and tests use is defined (pyflakes): a branch that only a
+    GPU takes (a skipif on CUDA, a CUDA path of bench.py) fails here, on the CPU, not in a GPU
+    call."""
+    checker, messages = pytest.importorskip('pyflakes.checker'), \
+        pytest.importorskip('pyflakes.messages')
+    undefined = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    paths = list(module_files().values()) + [os.path.join(tests, f) for f in os.listdir(tests)
+                                             if f.endswith('.py')]
+    found = []
+    for path in paths:
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        found += [f'{path}:{m.lineno}: {m.message % m.message_args}'
+                  for m in checker.Checker(tree, filename=path).messages
+                  if isinstance(m, undefined)]
+    assert not found, found
