@@ -64,10 +64,11 @@ def write_record(record, log_dir, name, key='LOG_DIR'):
 class Log:
     """A training run's log, written by rank 0 only (the others' calls do nothing): lines on
     stdout and in LOG_DIR/train.log, one JSON object per log line and validation in
-    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images. A resumed
-    run (start > 0) hides in TensorBoard what a killed one logged after its latest.pth."""
+    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images in event files
+    named after the run (`run`: see outputs.new_run). A resumed run (start > 0) hides in
+    TensorBoard what a killed one logged after its latest.pth."""
 
-    def __init__(self, rank, start, session):
+    def __init__(self, rank, start, session, run='0'):
         self.on, self.dir, self.session = rank == 0, config.path(settings.LOG_DIR), session
         self.t0 = time.time()
         self.appended = set()  # the files this run has appended to
@@ -75,7 +76,7 @@ class Log:
             from tensorboardX import SummaryWriter
             with config.uninterrupted():  # (its writer thread and queue: see uninterrupted)
                 self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
-                                        filename_suffix=f'{outputs.EVENTS}{os.getpid()}')
+                                        filename_suffix=f'{outputs.EVENTS}{os.getpid()}.{run}')
 
     def __call__(self, line):
         if self.on:
