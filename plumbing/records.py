@@ -110,10 +110,22 @@ class Log:
 
     def flush(self):
         if self.on:
-            with config.uninterrupted():
+            with config.uninterrupted(), files.writing(f'the TensorBoard events in {self.dir}',
+                                                       'LOG_DIR'):
                 self.tb.flush()
 
     def close(self):
-        if self.on:
+        """Close the TensorBoard writer (again: nothing). A disk that refuses its last events
+        (full, read-only) loses them; the sentence is that of the write that failed first, and
+        tensorboardX's own handler at the process's exit finds nothing left to write."""
+        if self.on and self.tb is not None:
+            tb, self.tb = self.tb, None
             with config.uninterrupted():
-                self.tb.close()
+                try:
+                    tb.close()
+                except OSError:  # its close stops at the failed flush: the rest of it
+                    for writer in tb.all_writers.values():
+                        events = writer.event_writer
+                        events._worker.stop()
+                        events._event_queue.close()
+                        events._closed = True

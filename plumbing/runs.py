@@ -23,25 +23,51 @@ from plumbing import checkpoints, config, files, layout, outputs, pictures, proc
 
 @contextlib.contextmanager
 def training(argv, usage):
-    """Inside, the Run of `python train.py argv...`: its KEY=VALUE settings applied and checked
-    (no other argument), torch.distributed set up under torchrun. Ctrl-C or SIGTERM ends it with
-    the way to go on (exit status 130); the locks it took are released, the processes ended."""
+    """Inside, the Run of `python train.py argv...`: its KEY=VALUE settings applied and checked,
+    torch.distributed set up under torchrun; with --nproc_per_node=N this process starts N of
+    them on this machine instead (see processes.launch) and ends as they end. A stop (Ctrl-C,
+    SIGTERM, a process of many lost) is said by config.command with `go_on`; the locks it took
+    are released, its log closed, the processes ended."""
     rest = config.apply_overrides(argv, usage)
-    if rest:
-        raise config.UserError(f'unexpected argument {config.short(rest[0])!r}; train.py takes '
-                               f'only KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
+    nproc = launching(rest)
+    if nproc > 1:  # the settings are checked once, here, before the processes start
+        check_settings(nproc)
+        sys.exit(processes.launch(os.path.join(config.ROOT, 'train.py'),
+                                  [a for a in argv if a not in rest], nproc))
     rank, world, device = processes.init_distributed()
+    run = None
     try:
         check_settings(world)
-        yield Run(rank, world, device, config.given(argv))
-    except KeyboardInterrupt:
-        if rank == 0:
-            print(f'interrupted; the same command resumes from {latest_path()} when it was '
-                  f'written', file=sys.stderr, flush=True)
-        sys.exit(130)
+        run = Run(rank, world, device, config.given(argv))
+        yield run
     finally:
+        if run is not None and run.log is not None:
+            run.log.close()
         outputs.release_locks()
         processes.end_distributed()
+
+
+def launching(rest):
+    """The N of --nproc_per_node=N in `rest` (train.py's arguments that are not settings), 1
+    without it; one sentence for any other argument, or for N under torchrun."""
+    for arg in rest:
+        if not arg.startswith('--nproc_per_node='):
+            raise config.UserError(f'unexpected argument {config.short(arg)!r}; train.py takes '
+                                   f'KEY=VALUE settings and --nproc_per_node=N (N processes on '
+                                   f'this machine), like `python train.py BATCH_SIZE=8`.')
+        count = arg.partition('=')[2]
+        if not count.isdigit() or int(count) < 1:
+            raise config.UserError(f'{config.short(arg)} is not a count of processes; give one, '
+                                   f'like --nproc_per_node=2.')
+        if 'WORLD_SIZE' in os.environ:
+            raise config.UserError(f'{arg} given under torchrun, which starts the processes; '
+                                   f'give it to torchrun or to train.py, not both.')
+    return int(rest[-1].partition('=')[2]) if rest else 1
+
+
+def go_on():
+    """How a stopped run goes on (config.command says it)."""
+    return f'the same command resumes from {latest_path()} when it was written'
 
 
 def check_settings(world):
@@ -170,7 +196,7 @@ class Run:
         record = records.run_record(devices=devices, world_size=self.world,
                                     start_step=self.start, init_from=self.init_from,
                                     model_dir=model_dir, run=self.run)
-        if self.rank == 0:  # before anything is written (a run refused writes nothing)
+        if self.rank == 0:  # first: a run refused or a full disk leaves no file and no writer
             adopted = [] if self.ckpt is None or 'run' in self.ckpt else sorted(
                 f for f in os.listdir(model_dir) if checkpoints.NAMES.fullmatch(f) and
                 checkpoints.written_by(os.path.join(model_dir, f)) == '')
