@@ -77,7 +77,9 @@ def test_a_process_that_dies_is_one_sentence_and_the_same_command_goes_on(toy_ro
             break
     ranks = subprocess.run(['ps', '-o', 'pid=', '--ppid', str(proc.pid)], capture_output=True,
                            text=True).stdout.split()
-    os.kill(int(ranks[-1]), signal.SIGKILL)  # rank 1, as the system does for want of memory
+    rank1 = next(pid for pid in ranks if b'\0RANK=1\0' in b'\0' + open(
+        f'/proc/{pid}/environ', 'rb').read())
+    os.kill(int(rank1), signal.SIGKILL)  # as the system does for want of memory
     out, err = proc.communicate(timeout=120)
     the_end(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 1,
             f'error: rank 1 of 2 ended without a word (killed by a signal, or by the system for '
