@@ -69,11 +69,11 @@ def _refuse_another_run(folder, found, run, outputs, key):
     theirs += [(n, m[1]) for n in names if (m := RUN_EVENTS.search(n)) and m[1] != run]
     if theirs:
         name, other = theirs[0]
-        where = next((r['model_dir'] for r in found.get('runs', []) if r.get('run') == other and
-                      r.get('model_dir')), 'unknown')
+        where = next((f', MODEL_DIR {r["model_dir"]}' for r in found.get('runs', []) if
+                      r.get('run') == other and r.get('model_dir')), '')
         raise config.UserError(f'{key} {folder} holds {name} of another training run (run '
-                               f'{other}, MODEL_DIR {where}), with whose logs this run\'s would '
-                               f'mix; pass another {key}.')
+                               f'{other}{where}), with whose logs this run\'s would mix; pass '
+                               f'another {key}.')
 
 
 def runs(folder, model_dir):
