@@ -351,7 +351,7 @@ DATASETS = {
 }
 
 
-@config.command
+@config.command(go_on='the same command goes on (what is done is skipped)')
 def main(argv):
     parser = argparse.ArgumentParser(prog='prepare.py', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,

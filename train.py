@@ -1,5 +1,6 @@
 """Train EMANet with the original recipe: `python train.py [KEY=VALUE ...]` on the CPU or a GPU,
-`torchrun --nproc_per_node=4 train.py` on 4 GPUs (many nodes: torchrun --nnodes ...).
+`python train.py --nproc_per_node=4` or `torchrun --nproc_per_node=4 train.py` on 4 GPUs (many
+nodes: torchrun --nnodes ...).
 
 A run resumes from MODEL_DIR/latest.pth when it exists and ends with the same weights, bit for
 bit on the CPU, as a run never interrupted: data order, augmentation and the random numbers of
@@ -20,7 +21,7 @@ import network
 import settings
 
 
-@config.command
+@config.command(go_on=runs.go_on)  # stopped: how the same command goes on
 def main(argv):
     with runs.training(argv, __doc__) as run:  # settings, processes, locks: see plumbing/runs.py
         train(run)

@@ -127,9 +127,10 @@ def fingerprint(state):
     return digest.hexdigest()
 
 
-def is_checkpoint_of_train(target):
-    """Whether file `target` is a checkpoint that train.py wrote (its keys 'net', 'step',
-    'optimizer' and 'settings'), read without torch and without loading its tensors."""
+def written_by(target):
+    """The run that wrote file `target` when it is a checkpoint of train.py (its keys 'net',
+    'step', 'optimizer' and 'settings'): its identity ('run'), '' for one written before runs
+    had one; None for any other file. Read without torch and without loading its tensors."""
     class Keys(pickle.Unpickler):  # every object but dicts a placeholder: nothing runs
         def find_class(self, module, name):
             if (module, name) == ('collections', 'OrderedDict'):
@@ -144,8 +145,10 @@ def is_checkpoint_of_train(target):
             with archive.open(name) as f:
                 top = Keys(f).load()
     except Exception:  # not a zip, no data.pkl, a foreign pickle: not ours
-        return False
-    return isinstance(top, dict) and {'net', 'step', 'optimizer', 'settings'} <= set(top)
+        return None
+    if not isinstance(top, dict) or not {'net', 'step', 'optimizer', 'settings'} <= set(top):
+        return None
+    return top['run'] if isinstance(top.get('run'), str) else ''
 
 # ---------------------------------------------------------------------------- settings restored
 

@@ -3,8 +3,11 @@ behind clean.sh.
 
     sh clean.sh [MODEL_DIR=<dir>] [LOG_DIR=<dir>]   # default: settings.py's
 
-MODEL_DIR: the checkpoints train.py wrote (latest.pth, final.pth, best.pth, step_<N>.pth, told
-apart from other files of those names by what they hold) and its lock file. LOG_DIR: every file
+MODEL_DIR: the checkpoints of its own training runs (latest.pth, final.pth, best.pth,
+step_<N>.pth written by the run of its latest.pth or by a run that LOG_DIR's list outputs.OUTPUTS
+names as writing there; where there is none, those train.py wrote before runs had an identity,
+told apart from other files of those names by what they hold) and its lock file. A checkpoint
+of another run (a copy, a backup, a parent for INIT_FROM) stays. LOG_DIR: every file
 that train.py, eval.py, predict.py, compare.py and bench.py listed as theirs before writing it
 (the list outputs.OUTPUTS in each folder of outputs), and their TensorBoard event files. In
 both, the temporary files of writes that were killed. Every other file stays, and it says which. It
@@ -35,9 +38,10 @@ def main(argv):
     for key, folder in folders.items():
         refuse_a_folder_of_others(key, folder)
         refuse_while_a_run_holds(folder)
+    own = model_dir_runs(folders['MODEL_DIR'], folders['LOG_DIR'])  # before LOG_DIR's list goes
     for folder in dict.fromkeys(folders.values()):
         if os.path.isdir(folder):
-            removed, left = clean(folder)
+            removed, left = clean(folder, own)
             kept = f'; left {len(left)} it did not write: {", ".join(left[:5])}' if left else ''
             print(f'clean.sh: removed {removed} from {folder}{kept}{" ..." * (len(left) > 5)}')
 
@@ -68,9 +72,19 @@ def refuse_while_a_run_holds(folder):
             f.close()
 
 
-def clean(folder):
-    """Remove what runs wrote in `folder` (see the module's docstring); returns (how many
-    files went, the names of what stays, folders with '/')."""
+def model_dir_runs(model_dir, log_dir):
+    """(the identities of MODEL_DIR's own runs, the names of the checkpoints of before
+    identities that they took as their own): the run of its latest.pth (the run a MODEL_DIR
+    holds, which the same command resumes) and those LOG_DIR's list names as writing there."""
+    runs, adopted = outputs.runs(log_dir, model_dir)
+    latest = os.path.join(model_dir, 'latest.pth')
+    return runs | ({checkpoints.written_by(latest) or ''} - {''}), adopted
+
+
+def clean(folder, own):
+    """Remove what runs wrote in `folder` (see the module's docstring), the checkpoints of the
+    runs `own` (see model_dir_runs); returns (how many files went, the names of what stays,
+    folders with '/')."""
     removed = remove_claimed(folder)
     left = []
     for name in sorted(os.listdir(folder)):
@@ -82,7 +96,7 @@ def clean(folder):
                     os.rmdir(path)
                     continue
             left.append(name + '/')
-        elif ours(folder, name):
+        elif ours(folder, name, own):
             os.remove(path)
             removed += 1
         else:
@@ -90,12 +104,14 @@ def clean(folder):
     return removed, left
 
 
-def ours(folder, name):
+def ours(folder, name, own):
     """Whether file `name` of `folder` is one that runs write without listing it (see
-    outputs.claim): a checkpoint of train.py, a lock, a TensorBoard event file of ours, a
-    leftover of a killed write."""
+    outputs.claim): a checkpoint of one of MODEL_DIR's runs (`own`: see model_dir_runs) or, when
+    it has none of today's, one of before identities; a lock,
+    a TensorBoard event file of ours, a leftover of a killed write."""
     if checkpoints.NAMES.fullmatch(name):
-        return checkpoints.is_checkpoint_of_train(os.path.join(folder, name))
+        run, (runs, adopted) = checkpoints.written_by(os.path.join(folder, name)), own
+        return run is not None and (run in runs or run == '' and (not runs or name in adopted))
     return name in outputs.LOCKS.values() or files.is_leftover(name) or fnmatch.fnmatch(
         name, f'events.out.tfevents.*{outputs.EVENTS}*')
 

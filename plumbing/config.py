@@ -50,11 +50,16 @@ class UserError(Exception):
     """A mistake the user can fix (a setting, a path, a file): printed as one sentence."""
 
 
-def command(fn):
+def command(fn=None, *, go_on=None):
     """Decorate a script's main(argv): a UserError ends it with its sentence and exit status 2;
     Ctrl-C and SIGTERM (what cluster schedulers send) end it with exit status 130, outside an
-    uninterrupted() block. The settings are as they were after it returns (main run in a test's
-    process leaves none)."""
+    uninterrupted() block, and `interrupted; <go_on>` (a clause, or a function that returns one
+    as the settings are then: how the same command goes on). In one of many processes (under
+    torchrun) the run's end is said once, for all of them (see `ending`). The settings are as
+    they were after it returns (main run in a test's process leaves none)."""
+    if fn is None:
+        return functools.partial(command, go_on=go_on)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -62,20 +67,44 @@ def command(fn):
             signal.signal(s, _interrupt)
         try:
             with applied():
-                return fn(*args, **kwargs)
-        except UserError as e:
-            message = str(e)
-            if 'Original Traceback' in message:  # raised in a DataLoader worker: the sentence
-                message = message.strip().splitlines()[-1].split('UserError: ', 1)[-1]
-            print(f'error: {message}', file=sys.stderr, flush=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print('interrupted', file=sys.stderr, flush=True)
-            sys.exit(130)
+                try:
+                    return fn(*args, **kwargs)
+                except (Exception, KeyboardInterrupt) as e:
+                    code, line = ending(e, go_on() if callable(go_on) else go_on)
+                    if code is None:
+                        raise  # not the user's: its traceback
+            if line:
+                print(line, file=sys.stderr, flush=True)
+            sys.exit(code)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
     return wrapper
+
+
+# Set by processes.init_distributed when this process is one of many: `end` says how the run
+# ended, once for all of its processes (processes.Peers.end).
+MANY = {}
+
+
+def ending(error, go_on=None):
+    """(exit status, the line this process prints or None) for a script that stops on `error`:
+    (2, 'error: <sentence>') for a UserError, (130, 'interrupted[; go_on]') for Ctrl-C or
+    SIGTERM, (None, None) for anything else (a bug: its traceback). One of many processes asks
+    MANY['end']; before it joins the others (a mistake in argv or settings.py, the same in
+    every process) only the first process speaks."""
+    if isinstance(error, UserError):
+        message = str(error)
+        if 'Original Traceback' in message:  # raised in a DataLoader worker: the sentence
+            message = message.strip().splitlines()[-1].split('UserError: ', 1)[-1]
+        code, line = 2, f'error: {message}'
+    elif isinstance(error, KeyboardInterrupt):
+        code, line = 130, 'interrupted' + (f'; {go_on}' if go_on else '')
+    else:
+        code, line = None, None
+    if 'end' in MANY:
+        return MANY['end'](error, code, line, go_on)
+    return code, line if os.environ.get('RANK', '0') == '0' else None
 
 
 _HOLD = {'depth': 0}  # inside uninterrupted(): its depth, and 'pending' once a signal came

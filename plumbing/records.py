@@ -64,10 +64,11 @@ def write_record(record, log_dir, name, key='LOG_DIR'):
 class Log:
     """A training run's log, written by rank 0 only (the others' calls do nothing): lines on
     stdout and in LOG_DIR/train.log, one JSON object per log line and validation in
-    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images. A resumed
-    run (start > 0) hides in TensorBoard what a killed one logged after its latest.pth."""
+    LOG_DIR/metrics.jsonl (what compare.py reads), TensorBoard scalars and images in event files
+    named after the run (`run`: see outputs.new_run). A resumed run (start > 0) hides in
+    TensorBoard what a killed one logged after its latest.pth."""
 
-    def __init__(self, rank, start, session):
+    def __init__(self, rank, start, session, run='0'):
         self.on, self.dir, self.session = rank == 0, config.path(settings.LOG_DIR), session
         self.t0 = time.time()
         self.appended = set()  # the files this run has appended to
@@ -75,7 +76,7 @@ class Log:
             from tensorboardX import SummaryWriter
             with config.uninterrupted():  # (its writer thread and queue: see uninterrupted)
                 self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
-                                        filename_suffix=f'{outputs.EVENTS}{os.getpid()}')
+                                        filename_suffix=f'{outputs.EVENTS}{os.getpid()}.{run}')
 
     def __call__(self, line):
         if self.on:
@@ -109,10 +110,22 @@ class Log:
 
     def flush(self):
         if self.on:
-            with config.uninterrupted():
+            with config.uninterrupted(), files.writing(f'the TensorBoard events in {self.dir}',
+                                                       'LOG_DIR'):
                 self.tb.flush()
 
     def close(self):
-        if self.on:
+        """Close the TensorBoard writer (again: nothing). A disk that refuses its last events
+        (full, read-only) loses them; the sentence is that of the write that failed first, and
+        tensorboardX's own handler at the process's exit finds nothing left to write."""
+        if self.on and self.tb is not None:
+            tb, self.tb = self.tb, None
             with config.uninterrupted():
-                self.tb.close()
+                try:
+                    tb.close()
+                except OSError:  # its close stops at the failed flush: the rest of it
+                    for writer in tb.all_writers.values():
+                        events = writer.event_writer
+                        events._worker.stop()
+                        events._event_queue.close()
+                        events._closed = True

@@ -23,25 +23,51 @@ from plumbing import checkpoints, config, files, layout, outputs, pictures, proc
 
 @contextlib.contextmanager
 def training(argv, usage):
-    """Inside, the Run of `python train.py argv...`: its KEY=VALUE settings applied and checked
-    (no other argument), torch.distributed set up under torchrun. Ctrl-C or SIGTERM ends it with
-    the way to go on (exit status 130); the locks it took are released, the processes ended."""
+    """Inside, the Run of `python train.py argv...`: its KEY=VALUE settings applied and checked,
+    torch.distributed set up under torchrun; with --nproc_per_node=N this process starts N of
+    them on this machine instead (see processes.launch) and ends as they end. A stop (Ctrl-C,
+    SIGTERM, a process of many lost) is said by config.command with `go_on`; the locks it took
+    are released, its log closed, the processes ended."""
     rest = config.apply_overrides(argv, usage)
-    if rest:
-        raise config.UserError(f'unexpected argument {config.short(rest[0])!r}; train.py takes '
-                               f'only KEY=VALUE settings, like `python train.py BATCH_SIZE=8`.')
+    nproc = launching(rest)
+    if nproc > 1:  # the settings are checked once, here, before the processes start
+        check_settings(nproc)
+        sys.exit(processes.launch(os.path.join(config.ROOT, 'train.py'),
+                                  [a for a in argv if a not in rest], nproc))
     rank, world, device = processes.init_distributed()
+    run = None
     try:
         check_settings(world)
-        yield Run(rank, world, device, config.given(argv))
-    except KeyboardInterrupt:
-        if rank == 0:
-            print(f'interrupted; the same command resumes from {latest_path()} when it was '
-                  f'written', file=sys.stderr, flush=True)
-        sys.exit(130)
+        run = Run(rank, world, device, config.given(argv))
+        yield run
     finally:
+        if run is not None and run.log is not None:
+            run.log.close()
         outputs.release_locks()
         processes.end_distributed()
+
+
+def launching(rest):
+    """The N of --nproc_per_node=N in `rest` (train.py's arguments that are not settings), 1
+    without it; one sentence for any other argument, or for N under torchrun."""
+    for arg in rest:
+        if not arg.startswith('--nproc_per_node='):
+            raise config.UserError(f'unexpected argument {config.short(arg)!r}; train.py takes '
+                                   f'KEY=VALUE settings and --nproc_per_node=N (N processes on '
+                                   f'this machine), like `python train.py BATCH_SIZE=8`.')
+        count = arg.partition('=')[2]
+        if not count.isdigit() or int(count) < 1:
+            raise config.UserError(f'{config.short(arg)} is not a count of processes; give one, '
+                                   f'like --nproc_per_node=2.')
+        if 'WORLD_SIZE' in os.environ:
+            raise config.UserError(f'{arg} given under torchrun, which starts the processes; '
+                                   f'give it to torchrun or to train.py, not both.')
+    return int(rest[-1].partition('=')[2]) if rest else 1
+
+
+def go_on():
+    """How a stopped run goes on (config.command says it)."""
+    return f'the same command resumes from {latest_path()} when it was written'
 
 
 def check_settings(world):
@@ -68,6 +94,7 @@ class Run:
     def __init__(self, rank, world, device, given):
         self.rank, self.world, self.device, self.given = rank, world, device, given
         self.ckpt, self.start, self.init_from, self.log = None, 0, None, None
+        self.run = None             # its identity (outputs.new_run), in all it writes
         self.kept = {}              # what every checkpoint holds besides the state
         self.best = {}              # {'step', 'mIoU'} of best.pth (VAL_EVERY)
         self.pending = []           # (step, names, their values on the device), not read yet
@@ -98,7 +125,7 @@ class Run:
         self.best = ckpt.get('best', {}) if ckpt else {}
         self.init_from = ckpt.get('init_from') if ckpt else \
             config.path(settings.INIT_FROM) if settings.INIT_FROM else None
-        self.kept = {**meta, 'init_from': self.init_from}
+        self.kept = {**meta, 'init_from': self.init_from, 'run': self.run}
         final = os.path.join(config.path(settings.MODEL_DIR), 'final.pth')
         done = self.start == settings.ITER_MAX and os.path.exists(final)
         self._say_unused(done)
@@ -111,15 +138,19 @@ class Run:
 
     def _resume_point(self):
         """latest.pth of MODEL_DIR, checked to continue this run, or None for a new run (which
-        must not write over the checkpoints of an earlier one)."""
+        must not write over the checkpoints of an earlier one); the run's identity: latest.pth's,
+        a new one for a new run or a resume from a checkpoint written before identities."""
         ckpt = checkpoints.latest()
         if ckpt is not None:
             check_resume(ckpt, latest_path(), self.device.type == 'cuda')
         start = ckpt['step'] if ckpt else 0
-        starts = processes.gather(start, self.world) if self.world > 1 else [start]
+        found = (start, ckpt and ckpt.get('run') or outputs.new_run())
+        found = processes.gather(found, self.world) if self.world > 1 else [found]
+        starts = [step for step, _ in found]
         if len(set(starts)) > 1:  # on many nodes MODEL_DIR must be one folder that all see
             raise config.UserError(f'the processes found different latest.pth files (steps '
                                    f'{starts}); put MODEL_DIR on a shared folder.')
+        self.run = found[0][1]  # rank 0's
         return ckpt
 
     def _say_unused(self, done):
@@ -150,22 +181,30 @@ class Run:
         config.no_effect(self.given, {**unread, **{k: v for k, v in reasons.items() if v}})
 
     def _start_log(self):
-        """The run's log (see records.Log), its record written and its first lines: git state,
-        devices, versions, settings."""
+        """The run's logs claimed as its own in LOG_DIR's list (one sentence when LOG_DIR holds
+        another run's), with its MODEL_DIR and the checkpoints of before identities it takes
+        as its own there (a resume from one), its record written, then its log (see
+        records.Log) and its first lines: git state, devices, versions, settings."""
         stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
-        session = files.unique_name(config.path(settings.LOG_DIR), f'train-{stamp}-step'
-                                    f'{self.start}', '.json') if self.rank == 0 else None
-        self.log = log = records.Log(self.rank, self.start, session)
+        log_dir, model_dir = config.path(settings.LOG_DIR), config.path(settings.MODEL_DIR)
+        session = files.unique_name(log_dir, f'train-{stamp}-step{self.start}', '.json') \
+            if self.rank == 0 else None
         device = self.device
         devices = f'{self.world} x ' + (torch.cuda.get_device_name(device) if device.type ==
                                         'cuda' else f'cpu ({torch.get_num_threads()} threads '
                                                     f'each)')
         record = records.run_record(devices=devices, world_size=self.world,
                                     start_step=self.start, init_from=self.init_from,
-                                    model_dir=config.path(settings.MODEL_DIR))
-        if self.rank == 0:
-            outputs.claim(log.dir, dict.fromkeys(['train.log', 'metrics.jsonl', session]))
-            records.write_record(record, log.dir, session)
+                                    model_dir=model_dir, run=self.run)
+        if self.rank == 0:  # first: a run refused or a full disk leaves no file and no writer
+            adopted = [] if self.ckpt is None or 'run' in self.ckpt else sorted(
+                f for f in os.listdir(model_dir) if checkpoints.NAMES.fullmatch(f) and
+                checkpoints.written_by(os.path.join(model_dir, f)) == '')
+            outputs.claim(log_dir, dict.fromkeys(['train.log', 'metrics.jsonl', session]),
+                          run=self.run, model_dir=model_dir,
+                          **({'adopted': adopted} if adopted else {}))
+            records.write_record(record, log_dir, session)
+        self.log = log = records.Log(self.rank, self.start, session, self.run)
         log(f'git {record["git_sha"]}{" (dirty)" * bool(record["git_dirty"])}, devices '
             f'{devices}, ' + ', '.join(f'{k} {v}' for k, v in record['versions'].items()))
         log('settings: ' + ', '.join(f'{k}={config.short(v)}' for k, v in

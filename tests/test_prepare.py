@@ -2,6 +2,8 @@
 evaluation on each prepared dataset."""
 import os
 import shlex
+import shutil
+from signal import SIGINT, SIGTERM
 
 import numpy as np
 import pytest
@@ -129,3 +131,29 @@ def test_a_short_training_and_evaluation_on_each_prepared_dataset(tmp_path, caps
     assert len(result['per_class']) == found['N_CLASSES']
     names = layout.read_classes(found['DATA_ROOT']) or list(layout.VOC_CLASSES)  # VOC: none
     assert list(result['per_class']) == names
+
+
+def test_an_interrupted_prepare_says_that_the_same_command_goes_on(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Ctrl-C or SIGTERM in the middle of the labels: one line saying that the same command goes
+    on, which it does, skipping what is done."""
+    voc, sbd, want = fake_voc_sbd(tmp_path)
+    real, calls = prepare._voc_label, []
+
+    def stopped(*a, **k):  # the signal comes after two labels
+        calls.append(a)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal)
+        return real(*a, **k)
+    monkeypatch.setattr(prepare, '_voc_label', stopped)
+    for signal in (SIGINT, SIGTERM):
+        calls.clear()  # every label to write again: the last run may have written all before
+        shutil.rmtree(os.path.join(voc, 'SegmentationClassAug'), ignore_errors=True)  # it stopped
+        code, out, err = run_main(prepare.main, ['voc', voc, sbd, '--workers', '1'], capsys)
+        assert code == 130 and 'Traceback' not in err and err.splitlines()[-1] == (
+            'interrupted; the same command goes on (what is done is skipped)'), err
+    monkeypatch.undo()
+    code, out, err = run_main(prepare.main, ['voc', voc, sbd], capsys)
+    assert code == 0 and 'trainaug' in out, err
+    aug = os.path.join(voc, 'SegmentationClassAug')
+    assert sorted(os.listdir(aug)) == sorted(f'{i}.png' for i in want)

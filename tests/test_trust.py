@@ -302,3 +302,67 @@ def test_a_log_line_after_a_killed_write_starts_on_its_own_line(tmp_path, given)
     log.metrics(step=8, loss=0.25)
     lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
     assert lines[1] == '{"step": 4, "lo' and [json.loads(x)['step'] for x in lines[2:]] == [6, 8]
+
+# ---------------------------------------------------------------------------- whose files
+
+
+def test_a_file_is_the_runs_that_wrote_it(toy_root, tmp_path, capsys):
+    """Who owns a checkpoint or a log is the run that wrote it (its identity in the checkpoint,
+    the event files' names and LOG_DIR's list): clean.sh leaves, and names, a checkpoint copied
+    from another run (a backup, a parent for INIT_FROM), in a run's MODEL_DIR or a folder of its
+    own, and one of before identities copied into a run's MODEL_DIR; a run whose LOG_DIR holds
+    another run's logs (another MODEL_DIR, a fine-tuning from it, its events alone) is refused
+    in one sentence before it writes; a resume from a latest.pth of before identities goes on
+    as the same run, whose checkpoints clean.sh then removes."""
+    import plumbing.clean
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    assert run_main(train.main, args(toy_root, a, ITER_MAX=2), capsys)[0] == 0
+    assert run_main(train.main, args(toy_root, b, ITER_MAX=2, ITER_SAVE=1), capsys)[0] == 0
+    ids = {load(d, 'final.pth')['run'] for d in (a, b)}
+    assert len(ids) == 2 and all(len(i) == 12 for i in ids)
+    parent = os.path.join(a, 'models', 'final.pth')
+    legacy = {k: v for k, v in load(a, 'latest.pth').items() if k != 'run'}
+    shutil.copy(parent, os.path.join(b, 'models', 'step_100.pth'))   # a backup of another run
+    torch.save(legacy, os.path.join(b, 'models', 'step_200.pth'))    # one of before identities
+    os.makedirs(tmp_path / 'ft')
+    shutil.copy(parent, tmp_path / 'ft' / 'final.pth')               # a parent for INIT_FROM
+
+    def clean(model_dir, log_dir):
+        code, out, err = run_main(plumbing.clean.main, [f'MODEL_DIR={model_dir}',
+                                                        f'LOG_DIR={log_dir}'], capsys)
+        assert code == 0, err
+        return out
+    out = clean(f'{b}/models', f'{b}/logdir')
+    assert f'removed 4 from {b}/models; left 2 it did not write: step_100.pth, step_200.pth' in out
+    assert sorted(os.listdir(f'{b}/models')) == ['step_100.pth', 'step_200.pth']
+    out = clean(tmp_path / 'ft', tmp_path / 'ft')
+    assert f'removed 0 from {tmp_path}/ft; left 1 it did not write: final.pth' in out
+
+    logs = {n: open(f'{a}/logdir/{n}', 'rb').read() for n in os.listdir(f'{a}/logdir')}
+    for other, over in (('e', {}), ('f', {'INIT_FROM': parent}), ('g', {})):
+        other = str(tmp_path / other)
+        code, _, err = run_main(train.main, args(toy_root, other, LOG_DIR=f'{a}/logdir', **over),
+                                capsys)
+        assert code == 2
+        one_sentence(err, f'LOG_DIR {a}/logdir holds ', 'of another training run (run ',
+                     f'MODEL_DIR {a}/models), with whose logs this run\'s would mix; pass '
+                     f'another LOG_DIR.')
+        assert {n: open(f'{a}/logdir/{n}', 'rb').read() for n in os.listdir(f'{a}/logdir')} == \
+            logs
+        for name in ('train.log', 'metrics.jsonl'):  # then the events alone
+            if os.path.exists(f'{a}/logdir/{name}'):
+                os.remove(f'{a}/logdir/{name}')
+                del logs[name]
+                break
+    assert 'events.out.tfevents' in err
+
+    d = str(tmp_path / 'd')  # a run of before identities, resumed
+    os.makedirs(f'{d}/models')
+    for name in ('latest.pth', 'step_1.pth'):
+        torch.save({**legacy, 'step': 1}, f'{d}/models/{name}')
+    code, out, err = run_main(train.main, args(toy_root, d, ITER_MAX=2), capsys)
+    assert code == 0 and 'resuming from' in out, err
+    run = load(d, 'final.pth')['run']
+    assert load(d, 'latest.pth')['run'] == run and len(run) == 12
+    out = clean(f'{d}/models', f'{d}/logdir')
+    assert f'removed 3 from {d}/models' in out and os.listdir(f'{d}/models') == []
