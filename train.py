@@ -428,6 +428,7 @@ def build(ckpt, init_from, world, device, log):
 
 def check_settings(world):
     """What config.check cannot know: the processes, and files named by settings."""
+    config.check_save_memory(world)
     if settings.BATCH_SIZE % world:
         fit = world * max(1, settings.BATCH_SIZE // world)
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '

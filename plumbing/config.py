@@ -157,12 +157,13 @@ def no_effect(given, reasons):
 
 # ---------------------------------------------------------------------------- settings
 
-# Settings that belong to evaluation: eval.py, predict.py and validation take them from the
-# command line and settings.py, never from a checkpoint. Every other setting a checkpoint
-# records is restored from it, so a new knob is model-defining until it is listed here.
+# Settings that belong to evaluation, or to no model (SAVE_MEMORY: the same training step in
+# less memory): eval.py, predict.py and validation take them from the command line and
+# settings.py, never from a checkpoint. Every other setting a checkpoint records is restored
+# from it, so a new knob is model-defining until it is listed here.
 EVALUATION = ('DATA_ROOT', 'VAL_SPLIT', 'EVAL_SCALES', 'EVAL_FLIP', 'EVAL_MODE', 'SLIDE_CROP',
               'SLIDE_STEP', 'STAGE_NUM_EVAL', 'SAVE_PRED', 'ATTN_IMAGES', 'AMP', 'NUM_WORKERS',
-              'LOG_DIR', 'MODEL_DIR')
+              'LOG_DIR', 'MODEL_DIR', 'SAVE_MEMORY')
 # Settings that may change between a run and its resume: where the files are, how often it logs,
 # saves and validates, and evaluation's. A resume refuses when any other setting differs from
 # the one latest.pth was trained with (AMP included: it changes the arithmetic).
@@ -499,6 +500,24 @@ def check():
                 repr(s[key])  # spaces around a word made visible
             raise UserError(f'{key}={short(value)} {need}; set it in settings.py or pass '
                             f'{key}=<value>.')
+
+
+def check_save_memory(world):
+    """SAVE_MEMORY only where the backward's second run of the backbone is the same step bit for
+    bit (network.run): refused with COMPILE and with several processes on GPUs (SyncBatchNorm),
+    each in one sentence."""
+    if not settings.SAVE_MEMORY:
+        return
+    import torch
+    if settings.COMPILE:
+        raise UserError('SAVE_MEMORY=True with COMPILE=True: torch.compile cannot trace the '
+                        'recomputation that leaves the BatchNorm statistics as the first run '
+                        'left them; pass COMPILE=False, or SAVE_MEMORY=False.')
+    if world > 1 and torch.cuda.is_available():
+        raise UserError(f'SAVE_MEMORY=True with {world} processes on GPUs: their SyncBatchNorm '
+                        f'would gather the batch\'s statistics again in the recomputation, '
+                        f'which this code does not keep exact; train on one GPU, where it is '
+                        f'exact, or pass SAVE_MEMORY=False.')
 
 
 # ---------------------------------------------------------------------------- settings files
