@@ -13,7 +13,11 @@ that train.py runs (network.train_step) for EMANet-101 OS8 at 513x513 in plain f
 baseline), TF32 and train.py's default (bf16 + channels_last, + compile with COMPILE=True), each
 with its peak memory and model FLOP utilisation against that matmul rate; eval.py's own
 inference (validate) on VOC-sized images in memory, single scale and 6 scales + flip; and the
-sweep. Benchmarks are not tests: nothing here asserts a time.
+sweep. Memory rows (`memory`): SAVE_MEMORY against the default training step of EMANet-101 at
+513x513; on the CPU (about 6 minutes on 2 cores) its peak memory at batch 1 and 2 in float32
+and bf16 autocast, projected to batch 16, and its time; on a GPU at batch 16 in train.py's
+default mode, peak memory allocated and reserved and images/s. Benchmarks are not tests: nothing
+here asserts a time.
 """
 import contextlib
 import os
