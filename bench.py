@@ -2,6 +2,7 @@
 network's size and cost.
 
     python bench.py [cpu|cuda] [KEY=VALUE ...]  # a table, and LOG_DIR/bench_<rows>.json
+    python bench.py memory [KEY=VALUE ...]      # SAVE_MEMORY's rows (GPU, else CPU)
     python bench.py cost [KEY=VALUE ...]        # parameters and multiply-accumulates at 513x513
 
 The CUDA rows where a GPU is visible, else the CPU rows (`cpu` asks for them anyway). CPU rows
@@ -15,7 +16,11 @@ apart, its peak memory allocated and reserved, and its model FLOP utilisation ag
 rate of its own arithmetic (MODES); eval.py's own inference (validate) on VOC-sized images in
 memory, single scale and 6 scales + flip; and the sweep. Each row of the JSON file names its
 mode, the file the command. EMANET_DRY_RUN=1 `bench.py cuda` runs the CUDA rows' code on the
-CPU for a small EMANet (see DRY). Benchmarks are not tests: nothing here asserts a time.
+CPU for a small EMANet (see DRY). Memory rows (`memory`): SAVE_MEMORY against the default
+training step of EMANet-101 at 513x513; on the CPU (about 6 minutes on 2 cores) its peak memory
+at batch 1 and 2 in float32 and bf16 autocast, projected to batch 16, and its time; on a GPU at
+batch 16 in train.py's default mode, peak memory allocated and reserved and images/s.
+Benchmarks are not tests: nothing here asserts a time.
 """
 import contextlib
 import os
@@ -416,6 +421,127 @@ def bench_cuda(root, n, keep, device):
     keep()
     bench_sweep(root, device, n)
 
+# ---------------------------------------------------------------------------- memory rows
+
+
+def allocator_peaks(step):
+    """(forward, backward and update) peaks, in bytes, of what the CPU allocator holds during the
+    second of two calls of step() (a training step), above what it held at that call's start:
+    torch's profiler records every allocation and free (profile_memory); the backward begins at
+    the autograd engine's first function. The first call is profiled too, so that the frees of
+    the second (the gradients of the first) are seen with what they free."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile, record_function
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+        with record_function('measured step'):
+            step()
+    events = list(prof.profiler.kineto_results.experimental_event_tree())
+    allocations, backward = [], []
+    while events:
+        event = events.pop()
+        if event.tag == _EventType.Allocation:
+            allocations.append((event.start_time_ns, event.extra_fields.alloc_size))
+        elif event.name == 'measured step':
+            start, end = event.start_time_ns, event.end_time_ns
+        elif event.name.startswith('autograd::engine::evaluate_function'):
+            backward.append(event.start_time_ns)
+        events.extend(event.children)
+    turn = min(t for t in backward if t >= start)
+    held, peaks = 0, [0, 0]
+    for time_ns, size in sorted(a for a in allocations if start <= a[0] <= end):
+        held += size
+        peaks[time_ns >= turn] = max(peaks[time_ns >= turn], held)
+    return tuple(peaks)
+
+
+def projected_peak(peaks, batch):
+    """The peak at `batch` of a line through the peaks measured at two batches ({batch:
+    (forward, backward)}), phase by phase: the larger of the two phases' lines at `batch`."""
+    (b1, p1), (b2, p2) = sorted(peaks.items())
+    return max(p1[i] + (p2[i] - p1[i]) / (b2 - b1) * (batch - b1) for i in (0, 1))
+
+
+def bench_memory_cpu(size=513, batches=(1, 2), repeats=3):
+    """SAVE_MEMORY against the default step, measured the same way: EMANet-101 OS8's training
+    step (network.train_step) on size x size crops at `batches` in float32 and in bf16 autocast
+    (the dtypes of the GPU's default), its peak the model's state (weights, buffers, gradients,
+    momentum) and batch plus the allocator's highest above them (allocator_peaks), projected to
+    batch 16 phase by phase; and the float32 step's images/s at the larger batch, the two
+    interleaved, median of `repeats`. The optimizer's rate is 0: every step the same work."""
+    with config.applied({**R101, 'COMPILE': False}):
+        torch.manual_seed(0)
+        model = network.EMANet(21, 101).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=settings.LR_MOM,
+                                    weight_decay=settings.WEIGHT_DECAY)
+        data = {b: (inference.to_input(torch.randint(0, 256, (b, 3, size, size),
+                                                     dtype=torch.uint8)),
+                    torch.randint(0, 21, (b, size, size), dtype=torch.uint8)) for b in batches}
+
+        def step(batch, save, amp=False):
+            def run():
+                with config.applied({'SAVE_MEMORY': save}), \
+                        torch.autocast('cpu', torch.bfloat16, enabled=amp):
+                    network.train_step(model, optimizer, *data[batch])
+            return run
+        peaks = {(amp, save): {b: allocator_peaks(step(b, save, amp)) for b in batches}
+                 for amp in (False, True) for save in (False, True)}
+        state = sum(t.nbytes for t in [*model.parameters(), *model.buffers()] + [
+            p.grad for p in model.parameters() if p.grad is not None] + [
+            v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)])
+        big = max(batches)
+        seconds = {save: [] for save in (False, True)}
+        for save in seconds:
+            step(big, save)()  # warm-up
+        for _ in range(repeats):
+            for save in seconds:
+                seconds[save].append(timed(step(big, save), 1, warm_up=False))
+    for amp in (False, True):
+        for batch in (big, 16):
+            size_of = {save: (state + sum(t.nbytes for t in data[big]) / big * batch + (
+                max(peaks[amp, save][batch]) if batch in batches else
+                projected_peak(peaks[amp, save], batch))) / 2 ** 30 for save in (False, True)}
+            how = 'measured' if batch in batches else \
+                f'projected from batches {", ".join(map(str, batches))}'
+            row(f'peak memory R101 {size}, batch {batch}, {"bf16" if amp else "fp32"}',
+                size_of[True], 'GiB', 'without SAVE_MEMORY', size_of[False],
+                note=f'SAVE_MEMORY; {how}' + ', bf16 autocast as on GPUs' * amp)
+    times = {save: statistics.median(seconds[save]) for save in seconds}
+    row(f'train step R101 {size}, batch {big}, fp32', big / times[True], 'images/s',
+        'without SAVE_MEMORY', big / times[False],
+        note=f'SAVE_MEMORY: {times[True] / times[False]:.2f}x the step time')
+
+
+def bench_memory_cuda(batch=16, steps=5):
+    """SAVE_MEMORY against the default step on the GPU: the step train.py runs by default (bf16 +
+    channels_last, see training_step) at batch 16 on 513x513 crops, its peak memory allocated
+    and reserved (after two steps: not cuDNN's search) and images/s, without and with."""
+    got = {}
+    for save in (False, True):
+        torch.cuda.empty_cache()  # what the previous row held
+        try:
+            with config.applied({'SAVE_MEMORY': save, 'COMPILE': False}), \
+                    training_step(batch, 'default') as (step, _):
+                for _ in range(2):
+                    step()
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                seconds = timed(step, steps, torch.cuda.synchronize, warm_up=False)
+                got[save] = (batch / seconds, torch.cuda.max_memory_allocated() / 2 ** 30,
+                             torch.cuda.max_memory_reserved() / 2 ** 30)
+        except torch.cuda.OutOfMemoryError:
+            print(f'train step batch {batch}, SAVE_MEMORY={save}: out of memory', flush=True)
+            got[save] = None
+    if got[True] is None:
+        return
+    base = got[False] or (None, None, None)
+    for i, (what, unit) in enumerate((('train step', 'images/s'), ('  peak allocated', 'GiB'),
+                                      ('  peak reserved', 'GiB'))):
+        row(f'{what} R101 513, batch {batch}, default', got[True][i], unit,
+            'without SAVE_MEMORY', base[i], note='SAVE_MEMORY' + ' (goal: 11 GB, 1.4x the time)'
+            * (i == 0))
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -425,10 +551,10 @@ def main(argv):
     cuda = torch.cuda.is_available()
     if rest == ['cost']:
         return print_cost()
-    if rest not in ([], ['cpu'], ['cuda']) or rest == ['cuda'] and not (cuda or DRY):
+    if rest not in ([], ['cpu'], ['cuda'], ['memory']) or rest == ['cuda'] and not (cuda or DRY):
         raise config.UserError(f'unexpected argument {config.short(" ".join(rest))!r}; bench.py '
                                f'takes cpu, cuda (on a GPU, or on the CPU with '
-                               f'EMANET_DRY_RUN=1) or cost, and KEY=VALUE.')
+                               f'EMANET_DRY_RUN=1), memory or cost, and KEY=VALUE.')
     rows = rest[0] if rest else 'cuda' if cuda else 'cpu'
     # the settings as given, before any row changes them; the command of every row
     record = {**records.run_record(), 'command': shlex.join(['python', *sys.argv])}
@@ -442,7 +568,9 @@ def main(argv):
     with tempfile.TemporaryDirectory() as root:
         n = len(voc_like_folder(root, 2, IMAGE) if DRY and rows == 'cuda' else
                 voc_like_folder(root))
-        if rows == 'cpu':
+        if rows == 'memory':
+            bench_memory_cuda() if cuda else bench_memory_cpu()
+        elif rows == 'cpu':
             bench_data(root, n)
             bench_emau(torch.device('cpu'), batch=int(os.environ.get('BENCH_EMAU_BATCH', 8)))
             bench_sweep(root, torch.device('cpu'), 2)

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 import settings
 
@@ -31,7 +32,7 @@ class WeightsError(ValueError):
 
 
 def batchnorm(channels):
-    return nn.BatchNorm2d(channels, momentum=settings.BN_MOM)
+    return BatchNorm2d(channels, momentum=settings.BN_MOM)
 
 
 def conv3x3(c_in, c_out, stride=1, dilation=1):
@@ -99,6 +100,58 @@ def init_weights(module):
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
+
+# ---------------------------------------------------------------------------- saving memory
+# SAVE_MEMORY: the backbone keeps only the inputs of its segments for the backward, which runs
+# each segment again (torch.utils.checkpoint) to get the rest. The second run must not move
+# what the first one moved: BatchNorm normalises with the batch's statistics as the first run
+# did, bit for bit, but leaves its running statistics alone; the EM unit (its bases' moving
+# average) and the dropouts lie outside the segments.
+
+# Blocks per segment in layer1..layer4; the stem is one segment. Measured at 513x513 (README,
+# Training): layer4's blocks (2048 channels) alone, the others by four.
+SEGMENT_BLOCKS = (4, 4, 4, 1)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d, but while a segment runs again in the backward (`recomputing`) it takes
+    the batch's statistics and updates copies of the running ones, thrown away (the backward
+    must find the same tensors saved as in the first run), not them nor num_batches_tracked."""
+    recomputing = False
+
+    def forward(self, x):
+        if BatchNorm2d.recomputing and self.training:
+            return F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(),
+                                self.weight, self.bias, True, self.momentum, self.eps)
+        return super().forward(x)
+
+
+@contextlib.contextmanager
+def recomputation():
+    BatchNorm2d.recomputing = True
+    try:
+        yield
+    finally:
+        BatchNorm2d.recomputing = False
+
+
+def run(modules, x, blocks):
+    """x through `modules` (an nn.Sequential of backbone parts: the stem's, then layers of
+    blocks). With SAVE_MEMORY, in training with gradients, in segments whose activations the
+    backward computes again instead of keeping them: the stem, then each layer's blocks by
+    `blocks` (a count per layer)."""
+    if not (settings.SAVE_MEMORY and modules.training and torch.is_grad_enabled()):
+        return modules(x)
+    layers = [m for m in modules if isinstance(m, nn.Sequential) and
+              isinstance(m[0], (BasicBlock, Bottleneck))]
+    stem = modules[:len(modules) - len(layers)]  # what precedes the layers
+    for segment in [stem] * (len(stem) > 0) + [
+            layer[i:i + k] for layer, k in zip(layers, blocks, strict=True)
+            for i in range(0, len(layer), k)]:
+        x = torch.utils.checkpoint.checkpoint(
+            segment, x, use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), recomputation()))
+    return x
 
 # ---------------------------------------------------------------------------- ResNet
 
@@ -280,8 +333,8 @@ class EMANet(nn.Module):
     def layers(self, img):
         """(layer3's output, what the EM unit takes): the backbone in two parts, and fc0."""
         with precision(img):
-            layer3 = self.extractor[:7](img)
-            return layer3, self.fc0(self.extractor[7](layer3))
+            layer3 = run(self.extractor[:7], img, SEGMENT_BLOCKS[:3])
+            return layer3, self.fc0(run(self.extractor[7:], layer3, SEGMENT_BLOCKS[3:]))
 
     def head(self, x, size, return_attention=False, stages=None):
         """Logits (B, n_classes, *size) float32 from features(img); `stages` EM iterations

@@ -43,6 +43,7 @@ SEED = 0  # seed of weights, sampling and augmentation
 NUM_WORKERS = 16  # data loading processes in all, split over the training processes
 AMP = True  # bf16 autocast on CUDA (the EM loop always runs in float32)
 COMPILE = False  # torch.compile the network (its gradients checked against eager at start)
+SAVE_MEMORY = False  # recompute the backbone's activations in the backward: same step, less memory
 LOG_EVERY = 20  # iterations between log lines
 IMAGE_EVERY = 500  # iterations between TensorBoard image panels (0 = never)
 VAL_EVERY = 0  # iterations between validations during training (0 = never)

@@ -223,8 +223,9 @@ def fit_fix(trained, keep):
 def network_settings(trained):
     """The settings a checkpoint that recorded `trained` defines at evaluation: those it
     recorded that the network reads (reads.phase('network')), but those evaluation sets itself
-    (config.EVALUATION)."""
-    return [k for k in trained if k in config.read_by('network') and k not in config.EVALUATION]
+    (config.EVALUATION) and those that change how it runs, not what (config.HOW)."""
+    return [k for k in trained if k in config.read_by('network') and k not in
+            config.EVALUATION + config.HOW]
 
 
 

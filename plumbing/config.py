@@ -208,9 +208,9 @@ def no_effect(given, reasons):
 # (reads.phase('network')) is taken from the checkpoint at evaluation, and only those.
 EVALUATION = ('AMP', 'STAGE_NUM_EVAL')
 # Settings that change how or where a run works, not what it computes: workers, folders, what
-# it logs, draws and saves and how often, compiling.
+# it logs, draws and saves and how often, compiling, saving memory (the same step, recomputed).
 HOW = ('NUM_WORKERS', 'LOG_DIR', 'MODEL_DIR', 'ATTN_IMAGES', 'SAVE_PRED', 'LOG_EVERY',
-       'IMAGE_EVERY', 'ITER_SAVE', 'VAL_EVERY', 'COMPILE')
+       'IMAGE_EVERY', 'ITER_SAVE', 'VAL_EVERY', 'COMPILE', 'SAVE_MEMORY')
 # Settings training reads that may change between a run and its resume: HOW, where the data is,
 # what it validates on, what a new run starts from. A resume refuses when any other setting
 # training reads (reads.phase('training')) differs.
@@ -630,6 +630,24 @@ def check():
                 repr(s[key])  # spaces around a word made visible
             raise UserError(f'{key}={short(value)} {need}; set it in settings.py or pass '
                             f'{key}=<value>.')
+
+
+def check_save_memory(world):
+    """SAVE_MEMORY only where the backward's second run of the backbone is the same step bit for
+    bit (network.run): refused with COMPILE and with several processes on GPUs (SyncBatchNorm),
+    each in one sentence."""
+    if not settings.SAVE_MEMORY:
+        return
+    import torch
+    if settings.COMPILE:
+        raise UserError('SAVE_MEMORY=True with COMPILE=True: torch.compile cannot trace the '
+                        'recomputation that leaves the BatchNorm statistics as the first run '
+                        'left them; pass COMPILE=False, or SAVE_MEMORY=False.')
+    if world > 1 and torch.cuda.is_available():
+        raise UserError(f'SAVE_MEMORY=True with {world} processes on GPUs: their SyncBatchNorm '
+                        f'would gather the batch\'s statistics again in the recomputation, '
+                        f'which this code does not keep exact; train on one GPU, where it is '
+                        f'exact, or pass SAVE_MEMORY=False.')
 
 
 # ---------------------------------------------------------------------------- settings files

@@ -72,6 +72,7 @@ def go_on():
 
 def check_settings(world):
     """What config.check cannot know: the processes, and the files that settings name."""
+    config.check_save_memory(world)
     if settings.BATCH_SIZE % world:
         fit = world * max(1, settings.BATCH_SIZE // world)
         raise config.UserError(f'BATCH_SIZE={settings.BATCH_SIZE} is the global batch and '

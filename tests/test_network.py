@@ -1,5 +1,7 @@
 """The model: the EM unit against a slow re-statement of the reference algorithm, the bases'
-moving average (one process and two), gradients, state-dict layout, ImageNet loading, costs."""
+moving average (one process and two), gradients, state-dict layout, ImageNet loading, costs, and
+SAVE_MEMORY's steps against those without it, bit for bit."""
+import copy
 import math
 import os
 
@@ -96,22 +98,25 @@ def test_two_processes_end_with_identical_bases(tmp_path):
     single(inputs[0])
     assert not torch.allclose(mu0, single.mu, atol=1e-4)  # rank 0 alone would differ
 
-def _ddp_worker(rank, init_file, values, state, out_dir):
-    config.apply(values)  # a spawned process starts from settings.py
+def _ddp_worker(rank, init_file, runs, state, out_dir, broadcast_buffers=False):
+    """Three DDP steps from `state` for each of `runs` ({name: settings}), each written to
+    out_dir/<name><rank>.pt."""
     torch.set_num_threads(1)
     torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
                                          world_size=2)
     import train
-    net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS).train()
-    net.load_state_dict(state)
-    ddp = torch.nn.parallel.DistributedDataParallel(net, broadcast_buffers=False,
-                                                    gradient_as_bucket_view=True)
-    optimizer = torch.optim.SGD(train.get_params(net), lr=0.01, momentum=0.9)
-    torch.manual_seed(10 + rank)  # each process its own share of the batch
-    for _ in range(3):
-        network.train_step(ddp, optimizer, torch.randn(2, 3, 33, 33),
-                           torch.randint(0, settings.N_CLASSES, (2, 33, 33)))
-    torch.save(net.state_dict(), os.path.join(out_dir, f'state{rank}.pt'))
+    for name, values in runs.items():
+        config.apply(values)  # a spawned process starts from settings.py
+        net = network.EMANet(settings.N_CLASSES, settings.N_LAYERS).train()
+        net.load_state_dict(state)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            net, broadcast_buffers=broadcast_buffers, gradient_as_bucket_view=True)
+        optimizer = torch.optim.SGD(train.get_params(net), lr=0.01, momentum=0.9)
+        torch.manual_seed(10 + rank)  # each process its own share of the batch
+        for _ in range(3):
+            network.train_step(ddp, optimizer, torch.randn(2, 3, 33, 33),
+                               torch.randint(0, settings.N_CLASSES, (2, 33, 33)))
+        torch.save(net.state_dict(), os.path.join(out_dir, f'{name}{rank}.pt'))
     torch.distributed.destroy_process_group()
 
 
@@ -121,8 +126,8 @@ def test_without_buffer_broadcasts_two_processes_keep_the_same_bases(tmp_path, t
     global batch's statistics). On the CPU there is no SyncBatchNorm: each process's BatchNorm
     statistics follow its own share, which is why train.py keeps DDP's broadcast there."""
     net = tiny_net(STRIDE=8)
-    mp.spawn(_ddp_worker, args=(str(tmp_path / 'init'), config.resolved(), net.state_dict(),
-                                str(tmp_path)), nprocs=2)
+    mp.spawn(_ddp_worker, args=(str(tmp_path / 'init'), {'state': config.resolved()},
+                                net.state_dict(), str(tmp_path)), nprocs=2)
     a, b = (torch.load(tmp_path / f'state{r}.pt') for r in (0, 1))
     assert not torch.equal(a['emau.mu'], net.state_dict()['emau.mu'])  # they moved
     for key in a:
@@ -344,3 +349,123 @@ def test_table1_counts_for_resnet101_os8(use_tiny, given):
     table = network.cost(513)
     head = [table['fc0'][i] + table['emau'][i] for i in (0, 1)]
     assert abs(head[0] / 1e6 - 4.87) < 0.03 and abs(head[1] / 1e9 - 21.1) < 0.15
+
+# ---------------------------------------------------------------------------- saving memory
+
+
+def train_steps(net, save, size, steps=2):
+    """`steps` SGD steps (network.train_step) of a copy of `net` on seeded random batches of two
+    size x size crops, with SAVE_MEMORY=save: ([(scalars, logits, gradients) of each step], the
+    state dict and the optimizer's state after them, the `recomputing` flag of every forward of
+    one BatchNorm of the backbone)."""
+    net = copy.deepcopy(net).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    seen = []
+    net.extractor[4][0].bn1.register_forward_hook(
+        lambda *_: seen.append(network.BatchNorm2d.recomputing))
+    generator = torch.Generator().manual_seed(1)
+    steps_done = []
+    with config.applied({'SAVE_MEMORY': save}):
+        for step in range(steps):
+            x = torch.randn(2, 3, size, size, generator=generator)
+            label = torch.randint(0, settings.N_CLASSES, (2, size, size), generator=generator)
+            label[:, 0] = settings.IGNORE_LABEL
+            torch.manual_seed(step)  # the dropout masks, as train.py seeds every step
+            scalars, logits = network.train_step(net, optimizer, x, label)  # loss and its terms
+            grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+            steps_done.append((scalars, logits, grads))
+    return steps_done, net.state_dict(), optimizer.state_dict()['state'], seen
+
+
+def assert_same_training(kept, saved):
+    """Two train_steps results hold the same losses, logits, gradients, weights, BatchNorm
+    statistics (num_batches_tracked included), bases and momentum, bit for bit."""
+    for (scalars, logits, grads), (scalars_, logits_, grads_) in zip(kept[0], saved[0],
+                                                                    strict=True):
+        assert scalars.keys() == scalars_.keys() and torch.equal(logits, logits_)
+        assert all(torch.equal(scalars[k], scalars_[k]) for k in scalars)
+        assert grads.keys() == grads_.keys()
+        for name in grads:
+            assert torch.equal(grads[name], grads_[name]), name
+    assert kept[1].keys() == saved[1].keys()
+    for key in kept[1]:
+        assert torch.equal(kept[1][key], saved[1][key]), key
+    for key in kept[2]:
+        assert torch.equal(kept[2][key]['momentum_buffer'], saved[2][key]['momentum_buffer'])
+
+
+def test_recomputing_batchnorm_normalises_as_training_and_moves_no_statistics():
+    torch.manual_seed(0)
+    bn = network.BatchNorm2d(6, momentum=0.1).train()
+    with torch.no_grad():
+        bn.weight.normal_(), bn.bias.normal_(), bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 6, 5, 7) * 2 + 1
+    first = x.clone().requires_grad_()
+    y = bn(first)
+    y.backward(torch.ones_like(y) * torch.arange(7.))
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    grads = first.grad, bn.weight.grad.clone(), bn.bias.grad.clone()
+    bn.zero_grad()
+    again = x.clone().requires_grad_()
+    with network.recomputation():
+        y_ = bn(again)
+    y_.backward(torch.ones_like(y_) * torch.arange(7.))
+    assert torch.equal(y, y_)
+    assert all(torch.equal(a, b) for a, b in zip(grads, (again.grad, bn.weight.grad, bn.bias.grad)))
+    assert all(torch.equal(v, before[k]) for k, v in bn.state_dict().items())  # untouched
+    assert not network.BatchNorm2d.recomputing
+
+
+@pytest.mark.parametrize('over', [{}, dict(N_LAYERS=50, STEM='deep', STRIDE=8, AUX_WEIGHT=0.4)])
+def test_save_memory_trains_the_same_steps_bit_for_bit(tiny_net, over):
+    """The tiny network (basic blocks, torchvision stem) and a ResNet-50 one with the deep stem
+    and the auxiliary head (a dropout and a BatchNorm on layer3): the backbone runs again in the
+    backward (the BatchNorm hook sees it), and nothing of the step differs."""
+    net = tiny_net(**over)
+    kept, saved = train_steps(net, False, 33), train_steps(net, True, 33)
+    assert kept[3] == [False] * 2 and saved[3] == [False, True] * 2
+    assert_same_training(kept, saved)
+    assert saved[1]['extractor.4.0.bn1.num_batches_tracked'] == 2
+    assert not torch.equal(saved[1]['emau.mu'], net.emau.mu)  # the bases moved, once a step
+
+
+def test_save_memory_trains_emanet101_the_same_bit_for_bit(use_tiny):
+    use_tiny(STRIDE=8, STEM='deep', EMA_CHANNELS=512, N_BASES=64, N_CLASSES=21, N_LAYERS=101)
+    torch.manual_seed(0)
+    net = network.EMANet(21, 101)
+    kept, saved = train_steps(net, False, 65, steps=1), train_steps(net, True, 65, steps=1)
+    assert saved[3] == [False, True]
+    assert_same_training(kept, saved)
+
+
+def test_save_memory_under_ddp_on_the_cpu_trains_the_same_bit_for_bit(tmp_path, tiny_net):
+    """Two processes in DDP as train.py runs them on the CPU (plain BatchNorm, its statistics
+    broadcast from rank 0): SAVE_MEMORY changes nothing on either (with several GPUs it is
+    refused: config.check_save_memory)."""
+    net = tiny_net(STRIDE=8)
+    runs = {name: {**config.resolved(), 'SAVE_MEMORY': save}
+            for name, save in (('kept', False), ('saved', True))}
+    mp.spawn(_ddp_worker, args=(str(tmp_path / 'init'), runs, net.state_dict(), str(tmp_path),
+                                True), nprocs=2)
+    for rank in (0, 1):
+        kept, saved = (torch.load(tmp_path / f'{name}{rank}.pt') for name in runs)
+        assert not torch.equal(kept['fc2.weight'], net.fc2.weight)  # they trained
+        for key in kept:
+            assert torch.equal(kept[key], saved[key]), key
+
+
+def test_save_memory_holds_less_at_the_peak_of_a_step(tiny_net):
+    """What bench.py measures (the CPU allocator's peak above the step's start, forward and
+    backward), on a ResNet-50 EMANet at 65x65: SAVE_MEMORY at most half of it."""
+    import bench
+    net = tiny_net(N_LAYERS=50, STEM='deep', STRIDE=8).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9)
+    x, label = torch.randn(2, 3, 65, 65), torch.randint(0, settings.N_CLASSES, (2, 65, 65))
+
+    def peak(save):
+        def step():
+            with config.applied({'SAVE_MEMORY': save}):
+                network.train_step(net, optimizer, x, label)
+        return max(bench.allocator_peaks(step))
+    kept, saved = peak(False), peak(True)
+    assert 0 < saved < kept / 2

@@ -188,6 +188,41 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path,
     assert [e.step for e in events.Scalars('train/loss')] == list(range(1, ckpt['step'] + 1))
 
 
+def test_save_memory_trains_and_resumes_as_the_run_without_it(reference, toy_root, tmp_path,
+                                                             capsys):
+    """SAVE_MEMORY=True, from the start and resumed from a run without it (it may change mid-run:
+    the arithmetic is the same), ends with the reference's weights, BatchNorm statistics, bases
+    and momentum, bit for bit."""
+    whole, part = str(tmp_path / 'whole'), str(tmp_path / 'part')
+    run(args(toy_root, whole, SAVE_MEMORY=True, ITER_SAVE=3), capsys)
+    for name in ('step_3.pth', 'final.pth'):
+        assert_same_state(load(whole, name), load(reference[0], name))
+    os.makedirs(os.path.join(part, 'models'))
+    shutil.copy(os.path.join(reference[0], 'models', 'step_3.pth'),
+                os.path.join(part, 'models', 'latest.pth'))
+    out, _ = run(args(toy_root, part, SAVE_MEMORY=True), capsys)
+    assert 'resuming from' in out and 'at step 3' in out
+    assert_same_state(load(part, 'final.pth'), load(reference[0], 'final.pth'))
+
+
+def test_save_memory_is_refused_where_it_cannot_be_exact(given, monkeypatch):
+    given(SAVE_MEMORY=True, PRETRAINED='')
+    runs.check_settings(1)
+    runs.check_settings(2)  # processes on the CPU: plain BatchNorm, exact (see test_network.py)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    runs.check_settings(1)  # one GPU
+    with pytest.raises(config.UserError, match=r'^SAVE_MEMORY=True with 2 processes on GPUs: '
+                                               r'their SyncBatchNorm .* or pass '
+                                               r'SAVE_MEMORY=False\.$'):
+        runs.check_settings(2)
+    given(COMPILE=True)
+    with pytest.raises(config.UserError, match=r'^SAVE_MEMORY=True with COMPILE=True: .*; pass '
+                                               r'COMPILE=False, or SAVE_MEMORY=False\.$'):
+        runs.check_settings(1)
+    given(SAVE_MEMORY=False)
+    runs.check_settings(2)
+
+
 @pytest.mark.parametrize('argv, message', [
     (['junk'], "unexpected argument 'junk'"),
     (['BATCH_SIZE=0'], 'BATCH_SIZE=0 must be at least 1'),
@@ -199,6 +234,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(toy_root, tmp_path,
     (['DATA_ROOT=/no/such/folder'], 'DATA_ROOT'),
     (['PRETRAINED=/no/such/weights.pth'], 'or pass PRETRAINED= to go without'),
     (['MODEL_DIR=/dev/null/models'], 'MODEL_DIR /dev/null/models cannot be made or written'),
+    (['SAVE_MEMORY=True', 'COMPILE=True'], 'SAVE_MEMORY=True with COMPILE=True: torch.compile'),
     (['LOG_DIR=/dev/null/logdir'], 'LOG_DIR /dev/null/logdir cannot be made or written'),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(argv, message, toy_root, tmp_path, capsys):
