@@ -22,8 +22,9 @@ from plumbing import config
 # with an error: a rank that died then ends the run instead of leaving the others hanging.
 TIMEOUT = datetime.timedelta(minutes=10)
 # How long a process that stops on a mistake waits for the first process to find the same one
-# (then the first process says it as its own): a mistake that one process alone finds is said
-# by the first process, naming the one that found it.
+# (then the first process says it as its own; a mistake that one process alone finds is said
+# by the first process, naming the one that found it), and one that lost the others waits for
+# them to say why they stopped (they close their connections before they say it).
 SETTLE = 3.0
 
 
@@ -86,10 +87,15 @@ class Peers:
             self.store.set(f'end/{self.rank}', json.dumps({'kind': kind, 'line': mine}))
             if kind == 'bug':
                 return None, None
-            if kind == 'mistake' and self.rank:  # rank 0 says it when it finds it too
-                until = time.time() + SETTLE
-                while time.time() < until and self._note(0) is None and self._lives(0):
-                    time.sleep(0.05)
+            # what the others found is said over what this one saw of it: a mistake that rank 0
+            # finds too is its own, and a process that lost the others (their connection closed
+            # as they stopped) waits for what they say of why they stopped
+            waits = [0] if kind == 'mistake' and self.rank else \
+                [r for r in range(self.world) if r != self.rank] if kind == 'lost' else []
+            until = time.time() + SETTLE
+            while time.time() < until and any(self._note(r) is None and self._lives(r)
+                                              for r in waits):
+                time.sleep(0.05)
             notes = {r: self._note(r) for r in range(self.world)}
         except Exception:  # the store went with the process that held it
             if kind == 'bug' or not lost:
