@@ -8,7 +8,9 @@ list: what a resume compares (training's), what evaluation takes from a checkpoi
 network's), what gives a result a new name, and the notes of a setting given that is not read.
 Not here: the settings themselves (config.py)."""
 import ast
+import contextlib
 import functools
+import json
 import os
 import re
 
@@ -31,20 +33,49 @@ STOPS = {'training': ('inference.validate',)}  # where a phase does not follow a
 def _code(root=ROOT):
     """{(module, name): (settings read, names given as strings, (module, name) named)} of every
     top-level function and class of the project's files, and (module, None) for each module's
-    code outside them."""
-    found = {}
+    code outside them. Each file's part is kept in plumbing/__pycache__ until the file changes
+    (every script starts with this: parsing them all anew takes a tenth of a second)."""
+    cache = os.path.join(root, 'plumbing', '__pycache__', 'reads.json')
+    try:
+        with open(cache) as f:
+            kept = json.load(f)
+    except (OSError, ValueError):
+        kept = {}
+    fresh, found, changed = {}, {}, False
     for folder, package in ((root, ''), (os.path.join(root, 'plumbing'), 'plumbing.')):
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         for name in names:
             if name.endswith('.py') and name != 'settings.py':
                 module = package + name[:-3] if name != '__init__.py' else package.rstrip('.')
-                with open(os.path.join(folder, name), encoding='utf-8', errors='replace') as f:
-                    try:
-                        tree = ast.parse(f.read())
-                    except SyntaxError:  # a file being edited: read by no phase
-                        continue
-                found.update(_definitions(module, tree))
+                path = os.path.join(folder, name)
+                stat = os.stat(path)
+                stamp = f'{stat.st_mtime_ns} {stat.st_size}'
+                if kept.get(path, {}).get('stamp') != stamp:
+                    kept[path], changed = {'stamp': stamp, 'defs': _parsed(module, path)}, True
+                fresh[path] = kept[path]
+                found.update({(module, d[0]): (frozenset(d[1]), frozenset(d[2]), frozenset(
+                    map(tuple, d[3]))) for d in fresh[path]['defs']})
+    if not changed and fresh.keys() == kept.keys():  # nothing new to keep
+        return found
+    with contextlib.suppress(OSError):  # a folder that cannot be written: parsed each time
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f'{cache}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f:
+            json.dump(fresh, f)
+        os.replace(tmp, cache)
     return found
+
+
+def _parsed(module, path):
+    """[[name or None, settings read, names given, [module, name] named]] of one file (see
+    _definitions), as JSON keeps it; none for a file being edited (read by no phase)."""
+    with open(path, encoding='utf-8', errors='replace') as f:
+        try:
+            tree = ast.parse(f.read())
+        except SyntaxError:
+            return []
+    return [[name, sorted(read), sorted(given), sorted(named, key=str)]
+            for (_, name), (read, given, named) in _definitions(module, tree).items()]
 
 
 def _definitions(module, tree):
