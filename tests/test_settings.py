@@ -261,3 +261,17 @@ def test_spaces_around_a_word_are_shown_and_tensorboard_sh_checks_its_arguments(
         done = subprocess.run(['sh', os.path.join(config.ROOT, 'tensorboard.sh'), *argv],
                               capture_output=True, text=True, env={**ENV, 'PYTHON': sys.executable})
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_what_the_code_reads_is_found_anew_when_a_file_changes(tmp_path):
+    """plumbing/reads.py keeps each file's part in plumbing/__pycache__ until the file changes."""
+    from plumbing import reads
+    (tmp_path / 'plumbing').mkdir()
+    code = tmp_path / 'idea.py'
+    code.write_text('import settings\n\n\ndef f():\n    return settings.ONE\n')
+    assert reads.anywhere(str(tmp_path)) == {'ONE'}
+    assert (tmp_path / 'plumbing' / '__pycache__' / 'reads.json').is_file()
+    code.write_text('import settings\n\n\ndef f():\n    return settings.TWO + 1\n')
+    for cached in (reads._code, reads.anywhere):  # as a new process finds them
+        cached.cache_clear()
+    assert reads.anywhere(str(tmp_path)) == {'TWO'}
