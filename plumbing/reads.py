@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,8 @@ def _code(root=ROOT):
     """{(module, name): (settings read, names given as strings, (module, name) named)} of every
     top-level function and class of the project's files, and (module, None) for each module's
     code outside them. Each file's part is kept in plumbing/__pycache__ until the file changes
-    (every script starts with this: parsing them all anew takes a tenth of a second)."""
+    (every script starts with this: parsing them all anew takes a tenth of a second), unless
+    Python is told to write no caches (PYTHONDONTWRITEBYTECODE)."""
     cache = os.path.join(root, 'plumbing', '__pycache__', 'reads.json')
     try:
         with open(cache) as f:
@@ -55,8 +57,8 @@ def _code(root=ROOT):
                 fresh[path] = kept[path]
                 found.update({(module, d[0]): (frozenset(d[1]), frozenset(d[2]), frozenset(
                     map(tuple, d[3]))) for d in fresh[path]['defs']})
-    if not changed and fresh.keys() == kept.keys():  # nothing new to keep
-        return found
+    if sys.dont_write_bytecode or not changed and fresh.keys() == kept.keys():
+        return found  # told to write no caches (as Python's own), or nothing new to keep
     with contextlib.suppress(OSError):  # a folder that cannot be written: parsed each time
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = f'{cache}.tmp{os.getpid()}'

@@ -263,15 +263,21 @@ def test_spaces_around_a_word_are_shown_and_tensorboard_sh_checks_its_arguments(
         assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
-def test_what_the_code_reads_is_found_anew_when_a_file_changes(tmp_path):
-    """plumbing/reads.py keeps each file's part in plumbing/__pycache__ until the file changes."""
+def test_what_the_code_reads_is_found_anew_when_a_file_changes(tmp_path, monkeypatch):
+    """plumbing/reads.py keeps each file's part in plumbing/__pycache__ until the file changes
+    (where Python keeps its own caches: not with PYTHONDONTWRITEBYTECODE or `python -B`)."""
     from plumbing import reads
+
+    def found():  # as a new process finds them
+        for cached in (reads._code, reads.anywhere):
+            cached.cache_clear()
+        return reads.anywhere(str(tmp_path))
     (tmp_path / 'plumbing').mkdir()
-    code = tmp_path / 'idea.py'
+    code, kept = tmp_path / 'idea.py', tmp_path / 'plumbing' / '__pycache__' / 'reads.json'
     code.write_text('import settings\n\n\ndef f():\n    return settings.ONE\n')
-    assert reads.anywhere(str(tmp_path)) == {'ONE'}
-    assert (tmp_path / 'plumbing' / '__pycache__' / 'reads.json').is_file()
+    monkeypatch.setattr(sys, 'dont_write_bytecode', True)
+    assert found() == {'ONE'} and not kept.exists()
+    monkeypatch.setattr(sys, 'dont_write_bytecode', False)
+    assert found() == {'ONE'} and kept.is_file()
     code.write_text('import settings\n\n\ndef f():\n    return settings.TWO + 1\n')
-    for cached in (reads._code, reads.anywhere):  # as a new process finds them
-        cached.cache_clear()
-    assert reads.anywhere(str(tmp_path)) == {'TWO'}
+    assert found() == {'TWO'}
