@@ -102,6 +102,12 @@ class Peers:
                 return (code, line if self.rank == 0 else None) if code else (None, None)
             return 1, (f'error: rank {self.rank} of {self.world} lost touch with the others '
                        f'({mine}); {go_on or "run it again"}.')
+        return self._sentence(notes, kind, code, line, mine, lost, go_on)
+
+    def _sentence(self, notes, kind, code, line, mine, lost, go_on):
+        """(exit status, line or None) of end, from every process's note (None: none written):
+        the one process that speaks says the first mistake, else the bug, the dead process, the
+        stop or the lost touch, in that order."""
         dead = [r for r in range(self.world) if notes[r] is None and not self._lives(r)]
         speaks = self.rank == min(set(range(self.world)) - set(dead))
         of = {k: [r for r, n in notes.items() if n and n['kind'] == k and r != self.rank]
