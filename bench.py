@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from plumbing import config, files, outputs, records  # first: settings.py checked
+from plumbing import config, files, outputs, records, scripts  # first: settings.py checked
 import dataset
 import inference
 import network
@@ -545,7 +545,7 @@ def bench_memory_cuda(batch=16, steps=5):
 # ---------------------------------------------------------------------------- main
 
 
-@config.command
+@scripts.command
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
     cuda = torch.cuda.is_available()

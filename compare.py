@@ -25,14 +25,14 @@ import sys
 
 import numpy as np
 
-from plumbing import config, files, outputs, records  # first: settings.py checked
+from plumbing import config, files, outputs, records, scripts  # first: settings.py checked
 
 HIDDEN = ('LOG_DIR', 'MODEL_DIR')  # differ between folders by design
 HEADS = {'wall_time_s': 'wall time', 'final_loss': 'final loss', 'git_sha': 'git',
          'from_folder': 'from', 'init_from': 'init from'}
 
 
-@config.command
+@scripts.command
 def main(argv):
     args = parse_args(argv)
     if not args.dirs:

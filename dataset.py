@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import torch
 
-from plumbing import config, images, layout  # first: settings.py checked
+from plumbing import config, images, layout, scripts  # first: settings.py checked
 import settings
 import transforms
 
@@ -106,7 +106,7 @@ def step_indices(step, n, rank, world):
     return [epoch * n + order[j] for j in range(first, first + b)]
 
 
-@config.command
+@scripts.command
 def main(argv):
     """`python dataset.py check [DATA_ROOT] [--workers N]` (see plumbing/layout.check)."""
     layout.check_command(argv, __doc__)

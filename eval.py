@@ -18,7 +18,7 @@ import sys
 import torch
 
 from plumbing import (checkpoints, config, layout,  # first: settings.py checked
-                      pictures, processes, reports)
+                      pictures, processes, reports, scripts)
 import dataset
 import inference
 import network
@@ -27,7 +27,7 @@ import settings
 # ---------------------------------------------------------------------------- main
 
 
-@config.command
+@scripts.command
 def main(argv):
     checkpoint = config.one_argument(config.apply_overrides(argv, __doc__), 'eval.py',
                                      'the checkpoint')

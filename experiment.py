@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 
-from plumbing import config, files, records  # first: settings.py checked
+from plumbing import config, files, records, scripts  # first: settings.py checked
 import settings
 
 PATHS = ('DATA_ROOT', 'PRETRAINED', 'INIT_FROM')  # what a run reads: linked, or made absolute
@@ -43,7 +43,7 @@ OUTPUTS = ('LOG_DIR', 'MODEL_DIR')  # what a run writes: never copied, never sha
 JUNK = {'.git', '__pycache__', '.pytest_cache', '.venv'}
 
 
-@config.command
+@scripts.command
 def main(argv):
     args = parse_args(argv)
     new(args.items) if args.command == 'new' else run(args)
@@ -262,7 +262,7 @@ def run(args):
                                 f'--nproc_per_node={args.nproc}'] * (args.nproc > 1)
     state = {'folder': None, 'child': None, 'reader': None, 'term': False}
 
-    def terminate(signum, frame):  # config.command puts its own handler back at the end
+    def terminate(signum, frame):  # scripts.command puts its own handler back at the end
         state['term'] = True
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminate)

@@ -31,14 +31,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from plumbing import (checkpoints, config, files, images,  # first: settings.py checked
-                      layout, outputs, pictures, processes)
+                      layout, outputs, pictures, processes, scripts)
 import inference
 import network
 
 VOC_SERVER = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-@config.command
+@scripts.command
 def main(argv):
     rest = config.apply_overrides(argv, __doc__)
     given = config.given(argv)

@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-from plumbing import config, files, images, layout, preparation  # first: settings.py checked
+from plumbing import (config, files, images, layout, preparation,  # first: settings.py checked
+                      scripts)
 
 SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
@@ -351,7 +352,7 @@ DATASETS = {
 }
 
 
-@config.command(go_on='the same command goes on (what is done is skipped)')
+@scripts.command(go_on='the same command goes on (what is done is skipped)')
 def main(argv):
     parser = argparse.ArgumentParser(prog='prepare.py', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -15,7 +15,7 @@ import sys
 import cv2
 import numpy as np
 
-from plumbing import config, files, pictures
+from plumbing import config, files, pictures, scripts
 
 TOY_CLASSES = ('background', 'disk', 'bar', 'triangle', 'cross')
 TOY_LAYOUT = {'JPEGImages', 'SegmentationClassAug', 'ImageSets', 'classes.txt', 'toy.json'}
@@ -154,7 +154,7 @@ def _shape(cls, h, w, centre, r, angle):
 
 # ---------------------------------------------------------------------------- command line
 
-@config.command
+@scripts.command
 def main(argv):
     parser = argparse.ArgumentParser(prog='toy.py', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -14,14 +14,14 @@ import sys
 import torch
 import torch.nn as nn
 
-from plumbing import config, runs  # first: settings.py checked
+from plumbing import config, runs, scripts  # first: settings.py checked
 import dataset
 import inference
 import network
 import settings
 
 
-@config.command(go_on=runs.go_on)  # stopped: how the same command goes on
+@scripts.command(go_on=runs.go_on)  # stopped: how the same command goes on
 def main(argv):
     with runs.training(argv, __doc__) as run:  # settings, processes, locks: see plumbing/runs.py
         train(run)

@@ -19,11 +19,11 @@ import fnmatch
 import os
 import sys
 
-from plumbing import checkpoints, config, files, outputs  # first: settings.py checked
+from plumbing import checkpoints, config, files, outputs, scripts  # first: settings.py checked
 import settings
 
 
-@config.command
+@scripts.command
 def main(argv):
     if any(a in ('-h', '--help') for a in argv):
         return print(__doc__.strip())

@@ -2,7 +2,7 @@
 its processes (a mistake, a stop, a process that died), train.py's own start of many processes
 on one machine, the rank and world of this process, a value gathered from every process, the
 device's memory running out at inference, and a pool of threads for work on many files. Not
-here: what the processes compute, the sentences themselves (config.ending)."""
+here: what the processes compute, the sentences themselves (scripts.ending)."""
 import concurrent.futures
 import contextlib
 import datetime
@@ -16,7 +16,7 @@ import time
 import uuid
 
 import settings
-from plumbing import config
+from plumbing import config, scripts
 
 # How long a process waits in a collective (all-reduce, gather) for the others before it stops
 # with an error: a rank that died then ends the run instead of leaving the others hanging.
@@ -49,7 +49,7 @@ def init_distributed():
         cuda = device.type == 'cuda'
         dist.init_process_group('nccl' if cuda else 'gloo', timeout=TIMEOUT,
                                 device_id=device if cuda else None)
-        config.MANY['end'] = Peers(*rank_world()).end
+        scripts.MANY['end'] = Peers(*rank_world()).end
     return *rank_world(), device
 
 
@@ -70,7 +70,7 @@ class Peers:
 
     def end(self, error, code, line, go_on):
         """(exit status, the line this process prints or None) for the run's end: `error`, and
-        the status and line that config.ending gives it in one process ((None, None): a bug,
+        the status and line that scripts.ending gives it in one process ((None, None): a bug,
         whose traceback this process prints). Said once, by rank 0 (or the first process that
         lives when rank 0 died): a mistake that rank 0 finds too as its own, one that another
         process alone finds with that process's rank, then a bug (after its traceback) or a

@@ -9,7 +9,7 @@ import sys
 import time
 
 import settings
-from plumbing import config, files, outputs
+from plumbing import config, files, outputs, scripts
 
 ORIGIN = 'experiment.json'  # in LOG_DIR: where `experiment.py new` made the folder from
 
@@ -74,7 +74,7 @@ class Log:
         self.appended = set()  # the files this run has appended to
         if self.on:
             from tensorboardX import SummaryWriter
-            with config.uninterrupted():  # (its writer thread and queue: see uninterrupted)
+            with scripts.uninterrupted():  # (its writer thread and queue: see uninterrupted)
                 self.tb = SummaryWriter(self.dir, purge_step=start + 1 if start else None,
                                         filename_suffix=f'{outputs.EVENTS}{os.getpid()}.{run}')
 
@@ -99,18 +99,18 @@ class Log:
             f.write(line.encode() + b'\n')
 
     def scalars(self, step, values):
-        with config.uninterrupted():
+        with scripts.uninterrupted():
             for tag, value in values.items() if self.on else ():
                 self.tb.add_scalar(tag, value, step)
 
     def image(self, step, tag, picture):
         if self.on:
-            with config.uninterrupted():
+            with scripts.uninterrupted():
                 self.tb.add_image(tag, picture, step, dataformats='HWC')
 
     def flush(self):
         if self.on:
-            with config.uninterrupted(), files.writing(f'the TensorBoard events in {self.dir}',
+            with scripts.uninterrupted(), files.writing(f'the TensorBoard events in {self.dir}',
                                                        'LOG_DIR'):
                 self.tb.flush()
 
@@ -120,7 +120,7 @@ class Log:
         tensorboardX's own handler at the process's exit finds nothing left to write."""
         if self.on and self.tb is not None:
             tb, self.tb = self.tb, None
-            with config.uninterrupted():
+            with scripts.uninterrupted():
                 try:
                     tb.close()
                 except OSError:  # its close stops at the failed flush: the rest of it

@@ -26,7 +26,7 @@ def training(argv, usage):
     """Inside, the Run of `python train.py argv...`: its KEY=VALUE settings applied and checked,
     torch.distributed set up under torchrun; with --nproc_per_node=N this process starts N of
     them on this machine instead (see processes.launch) and ends as they end. A stop (Ctrl-C,
-    SIGTERM, a process of many lost) is said by config.command with `go_on`; the locks it took
+    SIGTERM, a process of many lost) is said by scripts.command with `go_on`; the locks it took
     are released, its log closed, the processes ended."""
     rest = config.apply_overrides(argv, usage)
     nproc = launching(rest)
@@ -66,7 +66,7 @@ def launching(rest):
 
 
 def go_on():
-    """How a stopped run goes on (config.command says it)."""
+    """How a stopped run goes on (scripts.command says it)."""
     return f'the same command resumes from {latest_path()} when it was written'
 
 

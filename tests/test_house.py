@@ -13,7 +13,7 @@ from conftest import ROOT
 # Bottom to top; a file imports only from lower layers or its own (without a circle).
 LAYERS = [('settings',),
           ('plumbing.reads',), ('plumbing', 'plumbing.config'),
-          ('plumbing.processes', 'plumbing.files', 'plumbing.images'),
+          ('plumbing.scripts',), ('plumbing.processes', 'plumbing.files', 'plumbing.images'),
           ('plumbing.outputs',), ('plumbing.records', 'plumbing.checkpoints', 'plumbing.pictures'),
           ('plumbing.preparation', 'plumbing.layout', 'plumbing.runs', 'plumbing.reports'),
           ('network',), ('transforms', 'dataset'), ('inference',),

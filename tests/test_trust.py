@@ -17,7 +17,7 @@ from PIL import Image
 import prepare
 import train
 from conftest import ENV, ROOT, args, dead_pid, load, one_sentence, run_main
-from plumbing import checkpoints, config, files, outputs, records
+from plumbing import checkpoints, config, files, outputs, records, scripts
 
 # ---------------------------------------------------------------------------- clean.sh
 
@@ -180,7 +180,7 @@ def test_a_signal_inside_the_tensorboard_writer_waits_for_the_call_to_end(tmp_pa
                 os.kill(os.getpid(), signal.SIGINT)
                 calls.append('flush')
 
-    @config.command
+    @scripts.command
     def main(method, *values):
         log = records.Log(0, 0, 'test')
         log.tb.close()
