@@ -224,9 +224,8 @@ def network_settings(trained):
     """The settings a checkpoint that recorded `trained` defines at evaluation: those it
     recorded that the network reads (reads.phase('network')), but those evaluation sets itself
     (config.EVALUATION) and those that change how it runs, not what (config.HOW)."""
-    return [k for k in trained if k in config.read_by('network') and k not in
-            config.EVALUATION + config.HOW]
-
+    defined = config.read_by('network') - set(config.EVALUATION + config.HOW)
+    return [k for k in trained if k in defined]
 
 
 def mode_name(trained, phase):

@@ -16,7 +16,7 @@ import traceback
 
 from plumbing import reads
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = reads.ROOT  # the project folder
 
 
 def _broken_settings(e):

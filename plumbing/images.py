@@ -93,7 +93,7 @@ def _orient(image, orientation):
 
 def check_whole(path, what='image'):
     """One sentence when an image or label file ends before its data does (a copy or a download
-    cut short), checked once per file in a process (see is_whole)."""
+    cut short), checked once per file in a process (the files found whole: _WHOLE)."""
     if path not in _WHOLE:
         problem = cut_short(path)
         if problem:
